@@ -1,0 +1,421 @@
+/**
+ * The small shared test harness (tests only: no recipe imports it).
+ *
+ * - `startRecipe()` runs a recipe as a real subprocess with `--port=0`, waits
+ *   (with a deadline) for its ready line and takes the real port from it.
+ * - `Recipe` reads the child's later output, writes to its stdin, signals it
+ *   and awaits its exit; `await using` kills, reaps and closes everything, so
+ *   the op and resource sanitizers (on in deno.json) stay green.
+ * - `TestClient` is a TCP client whose every read has a deadline.
+ *
+ * Nothing here sleeps to synchronise: every wait is for a printed line or a
+ * byte on a socket, bounded by a deadline that fails with what was captured.
+ */
+
+export const ROOT = new URL("../", import.meta.url);
+export const ALLOW_NET = "--allow-net=localhost,127.0.0.1";
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Resolves or rejects like `promise`, or rejects with `what` after `ms`. */
+export async function withDeadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${ms} ms: ${what}`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The Deno that runs the recipes, by name: the test permission set allows
+ * running "deno" as found on PATH.
+ */
+export const DENO = "deno";
+
+/** Is `program` installed? Tests with a real peer (nc, curl, ...) skip without it. */
+export function have(program: string): boolean {
+  try {
+    new Deno.Command(program, { args: ["-h"], stdout: "null", stderr: "null" })
+      .outputSync();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface StartOptions {
+  /** Arguments after the file name; `--port=0` is added unless `port: false`. */
+  args?: string[];
+  /** `deno run` permission flags; the default is the recipes' usual `--allow-net`. */
+  permissions?: string[];
+  /** Matches the ready line; its first group, if any, is the real port. */
+  ready?: RegExp;
+  /** Add `--port=0` (default true). */
+  port?: boolean;
+  timeoutMs?: number;
+}
+
+/** One running recipe process and everything it printed so far. */
+export class Recipe implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly status: Promise<Deno.CommandStatus>;
+  /** The port named by the ready line (0 when the ready pattern has no group). */
+  port = 0;
+  stdout = "";
+  stderr = "";
+  #cursor = 0;
+  #wake: () => void = () => {};
+  #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #pumps: Promise<void>[];
+  #readers: ReadableStreamDefaultReader<string>[] = [];
+  #exited = false;
+  #stdoutEnded = false;
+
+  constructor(readonly file: string, args: string[], permissions: string[]) {
+    this.child = new Deno.Command(DENO, {
+      args: ["run", "--quiet", ...permissions, file, ...args],
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.status = this.child.status.then((status) => {
+      this.#exited = true;
+      return status;
+    });
+    this.#stdin = this.child.stdin.getWriter();
+    this.#pumps = [
+      this.#pump(this.child.stdout, (text) => this.stdout += text)
+        .then(() => {
+          this.#stdoutEnded = true;
+          this.#wake();
+        }),
+      this.#pump(this.child.stderr, (text) => this.stderr += text),
+    ];
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, append: (t: string) => void) {
+    const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+    this.#readers.push(reader);
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        append(value);
+        this.#wake();
+      }
+    } catch {
+      // cancelled by dispose
+    } finally {
+      this.#wake();
+    }
+  }
+
+  /** What the process printed, for failure messages. */
+  get transcript(): string {
+    return `--- ${this.file} stdout ---\n${this.stdout}--- stderr ---\n${this.stderr}`;
+  }
+
+  /**
+   * Waits until `pattern` appears in stdout after everything already
+   * consumed, consumes up to the end of the match and returns the match.
+   */
+  async waitFor(
+    pattern: string | RegExp,
+    ms = DEFAULT_TIMEOUT_MS,
+  ): Promise<RegExpExecArray> {
+    const regex = typeof pattern === "string"
+      ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      : pattern;
+    const found = new Promise<RegExpExecArray>((resolve, reject) => {
+      const check = () => {
+        const rest = this.stdout.slice(this.#cursor);
+        const match = regex.exec(rest);
+        if (match) {
+          this.#cursor += match.index + match[0].length;
+          this.#wake = () => {};
+          resolve(match);
+        } else if (this.#stdoutEnded) {
+          this.#wake = () => {};
+          reject(new Error(`output ended before ${regex}`));
+        }
+      };
+      this.#wake = check;
+      check();
+    });
+    try {
+      return await withDeadline(
+        found,
+        ms,
+        `waiting for ${regex} from ${this.file}`,
+      );
+    } catch (error) {
+      this.#wake = () => {};
+      throw new Error(`${(error as Error).message}\n${this.transcript}`);
+    }
+  }
+
+  /** The next whole stdout line, without its newline. */
+  async nextLine(ms = DEFAULT_TIMEOUT_MS): Promise<string> {
+    return (await this.waitFor(/^(.*)\n/, ms))[1];
+  }
+
+  /** Everything printed since the last consumed match, consumed now. */
+  drain(): string {
+    const rest = this.stdout.slice(this.#cursor);
+    this.#cursor = this.stdout.length;
+    return rest;
+  }
+
+  async write(text: string | Uint8Array): Promise<void> {
+    await this.#stdin.write(
+      typeof text === "string" ? encoder.encode(text) : text,
+    );
+  }
+
+  async closeStdin(): Promise<void> {
+    await this.#stdin.close().catch(() => {});
+  }
+
+  kill(signal: Deno.Signal = "SIGTERM"): void {
+    if (!this.#exited) this.child.kill(signal);
+  }
+
+  /** Waits for the process to exit and for its output to be read whole. */
+  async exit(ms = DEFAULT_TIMEOUT_MS): Promise<Deno.CommandStatus> {
+    try {
+      const status = await withDeadline(
+        this.status,
+        ms,
+        `exit of ${this.file}`,
+      );
+      await this.#finishPumps();
+      return status;
+    } catch (error) {
+      throw new Error(`${(error as Error).message}\n${this.transcript}`);
+    }
+  }
+
+  async #finishPumps() {
+    // A grandchild may hold the pipes open after the child is gone: give the
+    // output a moment to end by itself, then stop reading.
+    await withDeadline(Promise.all(this.#pumps), 2_000, "output end").catch(
+      () => Promise.all(this.#readers.map((r) => r.cancel().catch(() => {}))),
+    );
+    await Promise.all(this.#pumps);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#stdin.close().catch(() => {});
+    if (!this.#exited) {
+      try {
+        this.child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    await this.status;
+    await this.#finishPumps();
+  }
+}
+
+/**
+ * Starts `file` (relative to the repository root) and waits for its ready
+ * line. On a timeout or an early exit it fails with the child's output.
+ */
+export async function startRecipe(
+  file: string,
+  options: StartOptions = {},
+): Promise<Recipe> {
+  const args = [...(options.args ?? [])];
+  if (options.port ?? true) args.push("--port=0");
+  const recipe = new Recipe(file, args, options.permissions ?? [ALLOW_NET]);
+  try {
+    const match = await recipe.waitFor(
+      options.ready ?? /Listening on \S+:(\d+)/,
+      options.timeoutMs ?? 20_000,
+    );
+    if (match[1]) recipe.port = Number(match[1]);
+    return recipe;
+  } catch (error) {
+    await recipe[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs any program (`DENO` with a recipe, or a peer such as nc
+ * or curl) to its end with `input` on stdin, killing it at the deadline.
+ */
+export async function run(
+  program: string,
+  args: string[],
+  { input = "", ms = DEFAULT_TIMEOUT_MS } = {},
+): Promise<RunResult> {
+  const child = new Deno.Command(program, {
+    args,
+    cwd: ROOT,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(encoder.encode(input)).catch(() => {});
+  await writer.close().catch(() => {});
+  const output = child.output();
+  try {
+    const { code, stdout, stderr } = await withDeadline(
+      output,
+      ms,
+      `${program} ${args.join(" ")}`,
+    );
+    return {
+      code,
+      stdout: decoder.decode(stdout),
+      stderr: decoder.decode(stderr),
+    };
+  } catch (error) {
+    child.kill("SIGKILL");
+    await output;
+    throw error;
+  }
+}
+
+/** A TCP client whose every read has a deadline. */
+export class TestClient implements AsyncDisposable {
+  #buffer = new Uint8Array(0);
+  #eof = false;
+  #closed = false;
+
+  constructor(readonly conn: Deno.TcpConn) {}
+
+  static async connect(
+    port: number,
+    hostname = "127.0.0.1",
+  ): Promise<TestClient> {
+    return new TestClient(await Deno.connect({ hostname, port }));
+  }
+
+  /** Writes every byte (conn.write may take only part of a buffer). */
+  async write(data: string | Uint8Array): Promise<void> {
+    let bytes = typeof data === "string" ? encoder.encode(data) : data;
+    while (bytes.length > 0) {
+      bytes = bytes.subarray(await this.conn.write(bytes));
+    }
+  }
+
+  closeWrite(): Promise<void> {
+    return this.conn.closeWrite();
+  }
+
+  /** Reads one more chunk into the buffer; false at EOF. */
+  async #fill(deadline: number, what: string): Promise<boolean> {
+    if (this.#eof) return false;
+    const chunk = new Uint8Array(64 * 1024);
+    const ms = Math.max(deadline - Date.now(), 1);
+    let n: number | null;
+    try {
+      n = await withDeadline(this.conn.read(chunk), ms, what);
+    } catch (error) {
+      // Closing the connection settles the read that is still pending.
+      this.close();
+      throw error;
+    }
+    if (n === null) {
+      this.#eof = true;
+      return false;
+    }
+    const grown = new Uint8Array(this.#buffer.length + n);
+    grown.set(this.#buffer);
+    grown.set(chunk.subarray(0, n), this.#buffer.length);
+    this.#buffer = grown;
+    return true;
+  }
+
+  #take(n: number): Uint8Array {
+    const taken = this.#buffer.slice(0, n);
+    this.#buffer = this.#buffer.slice(n);
+    return taken;
+  }
+
+  /** The next line as bytes, with its "\n"; at EOF, whatever is left (maybe empty). */
+  async readLineBytes(ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
+    const deadline = Date.now() + ms;
+    while (true) {
+      const newline = this.#buffer.indexOf(10);
+      if (newline >= 0) return this.#take(newline + 1);
+      if (!await this.#fill(deadline, "reading a line")) {
+        return this.#take(this.#buffer.length);
+      }
+    }
+  }
+
+  /** The next line as text, with its terminator; "" at EOF. */
+  async readLine(ms = DEFAULT_TIMEOUT_MS): Promise<string> {
+    return decoder.decode(await this.readLineBytes(ms));
+  }
+
+  /** Exactly `n` bytes; fails if the peer closes first. */
+  async readBytes(n: number, ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
+    const deadline = Date.now() + ms;
+    while (this.#buffer.length < n) {
+      if (!await this.#fill(deadline, `reading ${n} bytes`)) {
+        throw new Error(`closed after ${this.#buffer.length} of ${n} bytes`);
+      }
+    }
+    return this.#take(n);
+  }
+
+  /** Everything until the peer closes. */
+  async readUntilClose(ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
+    const deadline = Date.now() + ms;
+    while (await this.#fill(deadline, "reading until close"));
+    return this.#take(this.#buffer.length);
+  }
+
+  /** True when the peer closed (or reset) before sending anything more. */
+  async closedByPeer(ms = DEFAULT_TIMEOUT_MS): Promise<boolean> {
+    try {
+      return (await this.readUntilClose(ms)).length === 0;
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionReset) return true;
+      throw error;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+}
