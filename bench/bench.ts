@@ -1,0 +1,344 @@
+/**
+ * `deno task bench`: every chapter-2 recipe under the same load, side by
+ * side, so the chapter's lesson shows in numbers and in a picture: a process
+ * per connection (2_1), a thread per connection (2_2), and one multiplexed
+ * event loop (2_3, 2_4, 2_5).
+ *
+ *     deno task bench                       # every scenario, 5 s each
+ *     deno task bench --only=2_4 --seconds=10
+ *     deno task bench --only=2_4 --vs='python3 /path/to/2_4_simple_web_server_with_epoll.py --port={port}'
+ *     deno task bench --only=2_3 --vs='python3 /path/to/2_3_chat_server_with_select.py --name=server --port={port}'
+ *
+ * For each server: start it on a free port, check that it answers correctly
+ * (a failure is reported, not timed), warm it up for 1 s, drive it for
+ * --seconds, stop it. Where `taskset` exists the servers run on core 1 and
+ * the load generators (this process and wrk) on core 0. Writes a table to
+ * stdout, and results.md and results.svg to --out (default: bench/).
+ *
+ * The peers under bench/peers/ (a minimal Deno server, Node's http and net
+ * servers) set the bar; `--vs` runs any other server (the book's own scripts,
+ * which the reader supplies) through the scenario chosen with --only.
+ */
+
+import { parseArgs } from "@std/cli/parse-args";
+import os from "node:os";
+import {
+  chartSvg,
+  formatMs,
+  formatRate,
+  type Machine,
+  markdown,
+  type Row,
+  textTable,
+} from "./report.ts";
+import type { Phases } from "./load.ts";
+import {
+  type Context,
+  type Load,
+  type Scenario,
+  SCENARIOS,
+} from "./scenarios.ts";
+import {
+  MissingError,
+  Server,
+  type ServerSpec,
+  splitCommand,
+} from "./servers.ts";
+import { describeErrors, totalErrors } from "./stats.ts";
+import { installed } from "./wrk.ts";
+
+const USAGE =
+  "usage: bench.ts [-h] [--only NAMES] [--seconds N] [--vs COMMAND] " +
+  "[--vs-frame {pickle,json}] [--out DIR] [--no-wrk]";
+const HELP = `${USAGE}
+
+Runs the chapter-2 recipes under load beside peer servers and writes
+results.md and results.svg.
+
+options:
+  -h, --help          show this help message and exit
+  --only NAMES        comma-separated scenarios: ${
+  SCENARIOS.map((s) => s.id).join(", ")
+} (default: all)
+  --seconds N         timed seconds per run, 1-600 (default: 5), after 1 s of warm-up
+  --vs COMMAND        also run COMMAND (with {port} for its port) through the --only scenarios
+  --vs-frame FORMAT   the chat frame a --vs chat server speaks: pickle (the book's, default) or json
+  --out DIR           where results.md and results.svg go (default: bench)
+  --no-wrk            use the Deno HTTP load generator even when wrk is installed`;
+const WARMUP_SECONDS = 1;
+
+function argumentError(message: string): never {
+  console.error(`${USAGE}\nbench.ts: error: ${message}`);
+  Deno.exit(2);
+}
+
+async function output(program: string, args: string[]): Promise<string> {
+  try {
+    const { stdout, stderr } = await new Deno.Command(program, {
+      args,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(stdout).trim() ||
+      new TextDecoder().decode(stderr).trim();
+    return text.split("\n")[0];
+  } catch {
+    return "not installed";
+  }
+}
+
+/** Pins this process (the Deno load generator) to core 0; servers go to core 1. */
+async function pin(
+  cores: number,
+): Promise<{ server: string[]; load: string[]; text: string }> {
+  const none = (why: string) => ({
+    server: [],
+    load: [],
+    text: `Not pinned to cores: ${why}.`,
+  });
+  if (cores < 2) return none("fewer than 2 cores");
+  if (!installed("taskset")) return none("taskset is not installed");
+  const { code } = await new Deno.Command("taskset", {
+    args: ["-a", "-p", "-c", "0", String(Deno.pid)],
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  if (code !== 0) return none("taskset could not pin this process");
+  return {
+    server: ["taskset", "-c", "1"],
+    load: ["taskset", "-c", "0"],
+    text:
+      "Pinned with taskset: servers on core 1; load generators (this Deno process, wrk) on core 0.",
+  };
+}
+
+function firstLine(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  const line = text.split("\n")[0];
+  return line.length > 140 ? line.slice(0, 137) + "..." : line;
+}
+
+/**
+ * One row: start the server, check it, warm it up and time it under `load`,
+ * stop it. Every load gets a fresh server, so one run cannot spoil the next.
+ */
+async function measure(
+  base: Row,
+  scenario: Scenario,
+  spec: ServerSpec,
+  load: Load,
+): Promise<Row> {
+  const { pin, ctx, phases } = run;
+  const what = `   ${load.label} (${base.generator}):`;
+  try {
+    run.current = await Server.start(spec, pin);
+  } catch (error) {
+    const missing = error instanceof MissingError ||
+      error instanceof Deno.errors.NotFound ||
+      /NotFound|No such file/.test(String(error));
+    console.log(
+      `${what} ${missing ? "MISSING" : "FAILED to start"}: ${
+        (error as Error).message
+      }`,
+    );
+    return {
+      ...base,
+      status: missing ? "missing" : "failed",
+      note: firstLine(error),
+    };
+  }
+  const server = run.current;
+  try {
+    const checked = await scenario.check(server, ctx);
+    console.log(
+      `${what} answers correctly on port ${server.port}; ${phases.warmup} s warm-up + ${phases.seconds} s ...`,
+    );
+    const result = await load.run(server, ctx, checked, phases);
+    const errors = totalErrors(result.errors);
+    const notes = [...result.notes];
+    if (errors > 0) notes.unshift(`errors: ${describeErrors(result.errors)}`);
+    if (server.exited) notes.unshift("the server exited during the run");
+    const rate = result.count / result.seconds;
+    console.log(
+      `   -> ${formatRate(rate)} ${scenario.unit}, p50 ${
+        formatMs(result.p50)
+      } ms, p99 ${formatMs(result.p99)} ms, ` +
+        `${errors} errors${notes.length ? ` (${notes.join("; ")})` : ""}`,
+    );
+    return {
+      ...base,
+      rate,
+      p50: result.p50,
+      p99: result.p99,
+      errors,
+      note: notes.join("; "),
+    };
+  } catch (error) {
+    console.log(
+      `   FAILED: ${(error as Error).message}${
+        server.exited ? `\n${server.tail}` : ""
+      }`,
+    );
+    return { ...base, status: "failed", note: firstLine(error) };
+  } finally {
+    const how = await server.stop();
+    if (!how.startsWith("exit 0")) console.log(`   stopped: ${how}`);
+    run.current = undefined;
+  }
+}
+
+/** What main() decided, for measure(). */
+const run: { pin: string[]; ctx: Context; phases: Phases; current?: Server } = {
+  pin: [],
+  ctx: { loadPin: [], useWrk: false, vsFrame: "pickle" },
+  phases: { warmup: WARMUP_SECONDS, seconds: 5 },
+};
+
+if (import.meta.main) {
+  const args = parseArgs(Deno.args, {
+    string: ["only", "seconds", "vs", "vs-frame", "out"],
+    boolean: ["help", "no-wrk"],
+    alias: { h: "help" },
+    default: { seconds: "5", out: "bench", "vs-frame": "pickle" },
+    unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
+  });
+  if (args.help) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  if (args._.length > 0) {
+    argumentError(`unrecognized arguments: ${args._.join(" ")}`);
+  }
+  const seconds = Number(args.seconds);
+  if (!/^\d+$/.test(args.seconds) || seconds < 1 || seconds > 600) {
+    argumentError(
+      `argument --seconds: expected a whole number from 1 to 600, got '${args.seconds}'`,
+    );
+  }
+  const ids = args.only === undefined
+    ? undefined
+    : String(args.only).split(",").filter(Boolean);
+  for (const id of ids ?? []) {
+    if (!SCENARIOS.some((s) => s.id === id)) {
+      argumentError(
+        `argument --only: invalid choice: '${id}' (choose from ${
+          SCENARIOS.map((s) => s.id).join(", ")
+        })`,
+      );
+    }
+  }
+  if (ids?.length === 0) {
+    argumentError("argument --only: expected one or more scenario names");
+  }
+  const vs = args.vs === undefined ? undefined : splitCommand(String(args.vs));
+  if (vs !== undefined) {
+    if (vs.length === 0) argumentError("argument --vs: expected a command");
+    if (!vs.some((w) => w.includes("{port}"))) {
+      argumentError("argument --vs: the command must contain {port}");
+    }
+    if (!ids) {
+      argumentError(
+        "argument --vs: needs --only to say which scenario the other server speaks",
+      );
+    }
+  }
+  if (args["vs-frame"] !== "pickle" && args["vs-frame"] !== "json") {
+    argumentError(
+      `argument --vs-frame: invalid choice: '${
+        args["vs-frame"]
+      }' (choose from pickle, json)`,
+    );
+  }
+  const out = String(args.out).replace(/\/+$/, "") || ".";
+
+  const cores = navigator.hardwareConcurrency;
+  const pinning = await pin(cores);
+  const wrkVersion = await output("wrk", ["--version"]);
+  const useWrk = !args["no-wrk"] && installed("wrk");
+  const machine: Machine = {
+    date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
+    cores,
+    cpu: os.cpus()[0]?.model ?? "unknown CPU",
+    os: `${Deno.build.os} ${Deno.osRelease()}`,
+    deno: Deno.version.deno,
+    node: await output("node", ["--version"]),
+    wrk: wrkVersion.replace(/^wrk\s+/, "").replace(/\s*Copyright.*$/, ""),
+    pinning: pinning.text,
+    seconds,
+    command: ["deno task bench", ...Deno.args].join(" "),
+  };
+  run.pin = pinning.server;
+  run.ctx = { loadPin: pinning.load, useWrk, vsFrame: args["vs-frame"] };
+  run.phases = { warmup: WARMUP_SECONDS, seconds };
+  const ctx = run.ctx;
+
+  const interrupt = async () => {
+    console.log("\nInterrupted: stopping the server under test...");
+    await run.current?.stop();
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", interrupt);
+
+  console.log(
+    `Benchmark: ${machine.cores} cores, Deno ${machine.deno}, ${seconds} s per run after ${WARMUP_SECONDS} s warm-up`,
+  );
+  console.log(pinning.text);
+  console.log(
+    useWrk
+      ? `HTTP load: wrk (${machine.wrk})`
+      : "HTTP load: the Deno generator (wrk not used)",
+  );
+
+  const rows: Row[] = [];
+  for (const scenario of SCENARIOS.filter((s) => !ids || ids.includes(s.id))) {
+    console.log(`\n== ${scenario.title}`);
+    for (const spec of await scenario.servers(vs)) {
+      console.log(
+        `-- ${spec.label}: ${[...pinning.server, ...spec.command].join(" ")}`,
+      );
+      let giveUp: Row | undefined;
+      for (const load of scenario.loads) {
+        const base: Row = {
+          scenario: scenario.id,
+          title: scenario.title,
+          unit: scenario.unit,
+          server: spec.label,
+          kind: spec.kind,
+          load: load.label,
+          generator: load.generator(ctx),
+          status: "ok",
+          note: "",
+        };
+        if (giveUp) {
+          rows.push({ ...base, status: giveUp.status, note: giveUp.note });
+          continue;
+        }
+        const row = await measure(base, scenario, spec, load);
+        rows.push(row);
+        // Missing, or failing its check once: the same for its other loads.
+        if (row.status === "missing" || row.note.startsWith("check")) {
+          giveUp = row;
+        }
+      }
+    }
+  }
+
+  console.log(`\n${textTable(rows)}\n`);
+  try {
+    await Deno.mkdir(out, { recursive: true });
+    await Deno.writeTextFile(`${out}/results.md`, markdown(rows, machine));
+    await Deno.writeTextFile(
+      `${out}/results.svg`,
+      await chartSvg(rows, machine),
+    );
+  } catch (error) {
+    console.error(
+      `bench.ts: cannot write the results to ${out}/: ${
+        (error as Error).message
+      }`,
+    );
+    Deno.exit(1);
+  }
+  console.log(`Wrote ${out}/results.md and ${out}/results.svg`);
+  Deno.exit(0);
+}

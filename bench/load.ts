@@ -1,0 +1,375 @@
+/**
+ * The Deno load generators: every one is closed-loop (a connection sends its
+ * next request only after the last reply), runs a warm-up then a timed window,
+ * is bounded in time and in operations, and talks only to 127.0.0.1.
+ *
+ * - `httpLoad`: one GET per connection (connect, request, read to the close).
+ * - `echoLoad`: 64-byte lines on long-lived connections, one in flight each.
+ * - `oneShotLoad`: connect, send, receive to the close (2_1 and 2_2).
+ *
+ * A stuck operation is ended by a watchdog that closes its connection (or
+ * aborts its connect) at the deadline and counts a timeout.
+ */
+
+import { ErrorCounter, errorKind, type LoadResult, Samples } from "./stats.ts";
+
+export const HOST = "127.0.0.1";
+/** No load run does more operations than this, however fast the server. */
+export const MAX_OPS = 20_000_000;
+export const OP_TIMEOUT_MS = 5_000;
+/**
+ * How long a correctness check retries a refused connect: a `--vs` server
+ * has no ready line we know, and a probe that connects and leaves would
+ * crash the book's chat server (it blocks reading a name), so the check's own
+ * first connect is the probe. A refused connect reaches no server.
+ */
+export const READY_MS = 15_000;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export interface Phases {
+  /** Seconds of load before the timed window (not counted). */
+  warmup: number;
+  /** Seconds in the timed window. */
+  seconds: number;
+}
+
+/** Closes (or aborts) whatever runs past its deadline. */
+export class Watchdog {
+  #deadlines = new Map<object, [number, () => void]>();
+  #expired = new WeakSet<object>();
+  #timer: ReturnType<typeof setInterval>;
+
+  constructor(readonly timeoutMs = OP_TIMEOUT_MS) {
+    this.#timer = setInterval(() => this.#sweep(), 100);
+  }
+
+  watch(key: object, cancel: () => void): void {
+    this.#deadlines.set(key, [performance.now() + this.timeoutMs, cancel]);
+  }
+
+  done(key: object): void {
+    this.#deadlines.delete(key);
+  }
+
+  /** Did the watchdog end this operation? */
+  expired(key: object): boolean {
+    return this.#expired.has(key);
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    for (const [key, [deadline, cancel]] of this.#deadlines) {
+      if (now < deadline) continue;
+      this.#deadlines.delete(key);
+      this.#expired.add(key);
+      try {
+        cancel();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    for (const [, [, cancel]] of this.#deadlines) {
+      try {
+        cancel();
+      } catch {
+        // already closed
+      }
+    }
+    this.#deadlines.clear();
+  }
+}
+
+/**
+ * Connects with a deadline enforced by the watchdog (an aborted connect);
+ * while `retryRefusedMs` lasts, a refused connect is tried again.
+ */
+export async function connect(
+  port: number,
+  dog: Watchdog,
+  retryRefusedMs = 0,
+): Promise<Deno.TcpConn> {
+  const giveUp = performance.now() + retryRefusedMs;
+  while (true) {
+    try {
+      return await connectOnce(port, dog);
+    } catch (error) {
+      const refused = error instanceof Deno.errors.ConnectionRefused;
+      if (!refused || performance.now() > giveUp) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+async function connectOnce(
+  port: number,
+  dog: Watchdog,
+): Promise<Deno.TcpConn> {
+  const abort = new AbortController();
+  dog.watch(abort, () => abort.abort());
+  try {
+    const conn = await Deno.connect({
+      hostname: HOST,
+      port,
+      signal: abort.signal,
+    });
+    conn.setNoDelay(true);
+    return conn;
+  } catch (error) {
+    throw dog.expired(abort)
+      ? new Deno.errors.TimedOut("connect timed out")
+      : error;
+  } finally {
+    dog.done(abort);
+  }
+}
+
+export async function writeAll(
+  conn: Deno.Conn,
+  data: Uint8Array,
+): Promise<void> {
+  while (data.length > 0) data = data.subarray(await conn.write(data));
+}
+
+/** Reads to the peer's close, at most `limit` bytes (more is a bad reply). */
+export async function readToClose(
+  conn: Deno.Conn,
+  limit = 64 * 1024,
+): Promise<Uint8Array> {
+  const buffer = new Uint8Array(limit + 1);
+  let length = 0;
+  while (true) {
+    const n = await conn.read(buffer.subarray(length));
+    if (n === null) return buffer.subarray(0, length);
+    length += n;
+    if (length > limit) throw new BadReply(`more than ${limit} bytes`);
+  }
+}
+
+export class BadReply extends Error {}
+
+/** The window of one run: warm-up until `start`, counted until `end`. */
+class Window {
+  readonly start: number;
+  readonly end: number;
+  readonly samples = new Samples();
+  readonly errors = new ErrorCounter();
+  count = 0;
+  ops = 0;
+
+  constructor(phases: Phases) {
+    this.start = performance.now() + phases.warmup * 1000;
+    this.end = this.start + phases.seconds * 1000;
+  }
+
+  get running(): boolean {
+    return performance.now() < this.end && this.ops < MAX_OPS;
+  }
+
+  /** Counts an operation that started and ended inside the timed window. */
+  record(began: number, error?: string): boolean {
+    this.ops++;
+    const ended = performance.now();
+    if (began < this.start || ended > this.end) return false;
+    if (error) this.errors.add(error);
+    else {
+      this.count++;
+      this.samples.add(ended - began);
+    }
+    return true;
+  }
+
+  result(seconds: number, notes: string[] = []): LoadResult {
+    return {
+      count: this.count,
+      seconds,
+      p50: this.samples.quantile(0.5),
+      p99: this.samples.quantile(0.99),
+      errors: this.errors.counts,
+      notes,
+    };
+  }
+}
+
+function kindOf(
+  error: unknown,
+  dog: Watchdog,
+  key: object | undefined,
+): string {
+  if (key && dog.expired(key)) return "timeout";
+  if (error instanceof BadReply) return "bad reply";
+  return errorKind(error);
+}
+
+/**
+ * Connect, send `request`, read to the close, `check` the reply (it throws
+ * BadReply or returns an error kind such as "non-2xx"), for `concurrency`
+ * connections at a time. Latency includes the connect.
+ */
+async function connectionPerRequest(
+  port: number,
+  concurrency: number,
+  phases: Phases,
+  request: Uint8Array,
+  check: (reply: Uint8Array) => string | undefined,
+): Promise<LoadResult> {
+  const window = new Window(phases);
+  const dog = new Watchdog();
+  const worker = async () => {
+    while (window.running) {
+      const began = performance.now();
+      let conn: Deno.TcpConn | undefined;
+      try {
+        conn = await connect(port, dog);
+        dog.watch(conn, () => conn!.close());
+        await writeAll(conn, request);
+        window.record(began, check(await readToClose(conn)));
+      } catch (error) {
+        window.record(
+          began,
+          conn
+            ? kindOf(error, dog, conn)
+            : `connect ${kindOf(error, dog, undefined)}`,
+        );
+      } finally {
+        if (conn) {
+          dog.done(conn);
+          if (!dog.expired(conn)) conn.close();
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  dog.stop();
+  return window.result(phases.seconds, ["latency includes connect"]);
+}
+
+/** The 2_4 scenario without wrk: one GET per connection. */
+export function httpLoad(
+  port: number,
+  concurrency: number,
+  phases: Phases,
+  expectBody?: string,
+): Promise<LoadResult> {
+  const request = encoder.encode(
+    `GET / HTTP/1.1\r\nHost: ${HOST}:${port}\r\nConnection: close\r\n\r\n`,
+  );
+  return connectionPerRequest(port, concurrency, phases, request, (reply) => {
+    const text = decoder.decode(reply);
+    const status = /^HTTP\/1\.[01] (\d{3}) /.exec(text);
+    if (!status) throw new BadReply("no status line");
+    if (!status[1].startsWith("2")) return "non-2xx";
+    if (expectBody !== undefined && !text.endsWith(`\r\n\r\n${expectBody}`)) {
+      throw new BadReply("wrong body");
+    }
+    return undefined;
+  });
+}
+
+/** The 2_1 / 2_2 scenario: the reply to `message` is `<handler id>: <message>`. */
+export function oneShotLoad(
+  port: number,
+  concurrency: number,
+  phases: Phases,
+  message = "Hello echo server!",
+): Promise<LoadResult> {
+  return connectionPerRequest(
+    port,
+    concurrency,
+    phases,
+    encoder.encode(message),
+    (reply) => {
+      const text = decoder.decode(reply);
+      if (!text.endsWith(`: ${message}`) || text.length <= message.length + 2) {
+        throw new BadReply(
+          `unexpected reply ${JSON.stringify(text.slice(0, 80))}`,
+        );
+      }
+      return undefined;
+    },
+  );
+}
+
+/**
+ * The 2_5 scenario: `connections` long-lived connections, each sending a
+ * 64-byte line and waiting for the line that ends with it ("You said: ...").
+ * Notes the slowest connection's share of the mean round trips.
+ */
+export async function echoLoad(
+  port: number,
+  connections: number,
+  phases: Phases,
+): Promise<LoadResult> {
+  const dog = new Watchdog();
+  const line = encoder.encode("x".repeat(63) + "\n");
+  const opened: Deno.TcpConn[] = [];
+  const connectErrors = new ErrorCounter();
+  for (let i = 0; i < connections; i += 100) {
+    const batch = Array.from(
+      { length: Math.min(100, connections - i) },
+      () =>
+        connect(port, dog).then((c) => void opened.push(c)).catch((error) =>
+          connectErrors.add(`connect ${errorKind(error)}`)
+        ),
+    );
+    await Promise.all(batch);
+  }
+  const window = new Window(phases);
+  for (const [kind, n] of Object.entries(connectErrors.counts)) {
+    window.errors.add(kind, n);
+  }
+  const perConnection = new Array<number>(connections).fill(0);
+  const talk = async (conn: Deno.TcpConn, index: number) => {
+    const reply = new Uint8Array(64 * 1024);
+    try {
+      while (window.running) {
+        const began = performance.now();
+        dog.watch(conn, () => conn.close());
+        await writeAll(conn, line);
+        let length = 0;
+        while (length === 0 || reply[length - 1] !== 0x0a) {
+          const n = await conn.read(reply.subarray(length));
+          if (n === null) throw new BadReply("closed by the server");
+          length += n;
+          if (length === reply.length) throw new BadReply("reply too long");
+        }
+        dog.done(conn);
+        if (
+          !endsWith(reply.subarray(0, length), line) ||
+          reply.indexOf(0x0a) !== length - 1
+        ) {
+          throw new BadReply("reply does not end with the line sent");
+        }
+        if (window.record(began)) perConnection[index]++;
+      }
+    } catch (error) {
+      window.record(window.start, kindOf(error, dog, conn));
+    } finally {
+      dog.done(conn);
+      if (!dog.expired(conn)) conn.close();
+    }
+  };
+  await Promise.all(opened.map(talk));
+  dog.stop();
+  const mean = window.count / connections;
+  const slowest = Math.min(...perConnection);
+  return window.result(phases.seconds, [
+    `slowest connection ${
+      mean > 0 ? (slowest / mean).toFixed(2) : "0"
+    } of the mean`,
+  ]);
+}
+
+function endsWith(data: Uint8Array, suffix: Uint8Array): boolean {
+  if (data.length < suffix.length) return false;
+  const offset = data.length - suffix.length;
+  for (let i = 0; i < suffix.length; i++) {
+    if (data[offset + i] !== suffix[i]) return false;
+  }
+  return true;
+}

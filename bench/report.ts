@@ -1,0 +1,237 @@
+/**
+ * The results: a table for the terminal, bench/results.md, and
+ * bench/results.svg drawn by vega-lite (compiled to a vega spec and rendered
+ * to SVG headless: no browser, no canvas).
+ */
+
+import * as vega from "vega";
+import * as vegaLite from "vega-lite";
+
+export interface Row {
+  /** Scenario id ("2_4") and its title and unit. */
+  scenario: string;
+  title: string;
+  unit: string;
+  server: string;
+  kind: "ours" | "peer" | "vs";
+  load: string;
+  generator: string;
+  status: "ok" | "failed" | "missing";
+  rate?: number;
+  p50?: number;
+  p99?: number;
+  errors?: number;
+  note: string;
+}
+
+export interface Machine {
+  date: string;
+  cores: number;
+  cpu: string;
+  os: string;
+  deno: string;
+  node: string;
+  wrk: string;
+  pinning: string;
+  seconds: number;
+  command: string;
+}
+
+export function formatRate(rate: number | undefined): string {
+  if (rate === undefined || Number.isNaN(rate)) return "-";
+  return rate.toLocaleString("en-US", {
+    maximumFractionDigits: rate >= 100 ? 0 : 1,
+  });
+}
+
+export function formatMs(ms: number | undefined): string {
+  if (ms === undefined || Number.isNaN(ms)) return "-";
+  return ms < 10 ? ms.toFixed(2) : ms.toFixed(1);
+}
+
+const HEADER = [
+  "scenario",
+  "server",
+  "load",
+  "rate",
+  "unit",
+  "p50 ms",
+  "p99 ms",
+  "errors",
+  "notes",
+];
+
+function cells(row: Row): string[] {
+  const ok = row.status === "ok";
+  return [
+    row.scenario,
+    row.server,
+    row.load,
+    ok ? formatRate(row.rate) : row.status.toUpperCase(),
+    row.unit,
+    ok ? formatMs(row.p50) : "-",
+    ok ? formatMs(row.p99) : "-",
+    ok ? String(row.errors ?? 0) : "-",
+    row.note,
+  ];
+}
+
+/** A plain-text table for the terminal. */
+export function textTable(rows: Row[]): string {
+  const body = rows.map(cells);
+  const widths = HEADER.map((h, i) =>
+    Math.max(h.length, ...body.map((r) => i === 8 ? 0 : r[i].length))
+  );
+  const line = (r: string[]) =>
+    r.map((c, i) =>
+      i === 8
+        ? c
+        : i === 3 || (i >= 5 && i <= 7)
+        ? c.padStart(widths[i])
+        : c.padEnd(widths[i])
+    )
+      .join("  ").trimEnd();
+  return [
+    line(HEADER),
+    line(widths.map((w) => "-".repeat(w))),
+    ...body.map(line),
+  ].join("\n");
+}
+
+function markdownTable(rows: Row[]): string {
+  const esc = (s: string) => s.replaceAll("|", "\\|");
+  return [
+    `| ${HEADER.join(" | ")} |`,
+    `|${
+      HEADER.map((_, i) => i === 3 || (i >= 5 && i <= 7) ? "---:" : "---").join(
+        "|",
+      )
+    }|`,
+    ...rows.map((r) => `| ${cells(r).map(esc).join(" | ")} |`),
+  ].join("\n");
+}
+
+export function markdown(rows: Row[], machine: Machine): string {
+  const titles = [
+    ...new Map(rows.map((r) => [r.scenario, `${r.title} (${r.unit})`]))
+      .values(),
+  ];
+  return `# Benchmark results
+
+![The table below as a chart](results.svg)
+
+Measured by \`${machine.command}\` on ${machine.date}.
+
+- Machine: ${machine.cores} cores (${machine.cpu}), ${machine.os}
+- Deno ${machine.deno}; Node ${machine.node}; wrk ${machine.wrk}
+- ${machine.pinning}
+- Each run: a correctness check, 1 s of warm-up, then ${machine.seconds} s timed.
+
+Scenarios:
+${titles.map((t) => `- ${t}`).join("\n")}
+
+${markdownTable(rows)}
+
+How to read it: rates are per second over the timed window (higher is
+better); p50 and p99 are latencies in milliseconds (lower is better). Numbers
+compare only within this one run, on this machine: rerun \`deno task bench\`
+to compare on yours. A server that fails its correctness check is marked
+FAILED and not timed; a recipe not written yet is MISSING.
+`;
+}
+
+const WHO = { ours: "our recipe", peer: "peer", vs: "--vs server" } as const;
+const COLORS: Record<string, string> = {
+  "our recipe": "#4c78a8",
+  peer: "#a0a0a0",
+  "--vs server": "#e45756",
+};
+
+/** The chart: one panel per scenario, a bar per server and load. */
+export function chartSpec(
+  rows: Row[],
+  machine: Machine,
+): vegaLite.TopLevelSpec {
+  // Bars grouped by load, then server, so each load's servers sit together.
+  const ok = rows.filter((r) => r.status === "ok");
+  const loadOrder = [...new Set(ok.map((r) => r.load))];
+  const serverOrder = [...new Set(ok.map((r) => r.server))];
+  const values = ok.map((r) => ({
+    panel: `${r.title} (${r.unit})`,
+    bar: `${r.load} · ${r.server}`,
+    order: loadOrder.indexOf(r.load) * 1000 + serverOrder.indexOf(r.server),
+    rate: r.rate ?? 0,
+    label: formatRate(r.rate),
+    who: WHO[r.kind],
+  })).sort((a, b) => a.order - b.order);
+  const present = Object.values(WHO).filter((w) =>
+    values.some((v) => v.who === w)
+  );
+  return {
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    title: {
+      text: "Chapter 2 recipes under load (higher is better)",
+      subtitle:
+        `${machine.date}, ${machine.cores} cores, Deno ${machine.deno}, ${machine.seconds} s per run`,
+      anchor: "start",
+    },
+    data: { values },
+    facet: {
+      row: {
+        field: "panel",
+        type: "nominal",
+        sort: null,
+        title: null,
+        header: {
+          labelAngle: 0,
+          labelAlign: "left",
+          labelAnchor: "start",
+          labelOrient: "top",
+          labelFontWeight: "bold",
+        },
+      },
+    },
+    spec: {
+      width: 420,
+      layer: [
+        { mark: { type: "bar" } },
+        {
+          mark: { type: "text", align: "left", dx: 3 },
+          encoding: { text: { field: "label" } },
+        },
+      ],
+      encoding: {
+        y: {
+          field: "bar",
+          type: "nominal",
+          sort: null,
+          title: null,
+          axis: { labelLimit: 320 },
+        },
+        x: { field: "rate", type: "quantitative", title: null },
+        color: {
+          field: "who",
+          type: "nominal",
+          title: null,
+          scale: { domain: present, range: present.map((w) => COLORS[w]) },
+          legend: { orient: "bottom" },
+        },
+      },
+    },
+    resolve: { scale: { x: "independent", y: "independent" } },
+    config: { font: "sans-serif", view: { stroke: null } },
+  };
+}
+
+export async function chartSvg(rows: Row[], machine: Machine): Promise<string> {
+  // Errors only: vega-lite warns that the panels' independent scales share
+  // field names, which is what we want (each scenario has its own unit).
+  const logger = vega.logger(vega.Error);
+  const compiled = vegaLite.compile(chartSpec(rows, machine), { logger }).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}

@@ -1,0 +1,346 @@
+/**
+ * The scenarios: which servers each one runs (our recipe, the peers in
+ * bench/peers/, a reader's `--vs` command), how it checks that a server
+ * answers correctly before timing it, and the loads it times.
+ */
+
+import {
+  type ChatFormat,
+  chatLoad,
+  chatTexts,
+  checkChat,
+  JSON_FORMAT,
+  pickleFormat,
+} from "./chat_load.ts";
+import {
+  BadReply,
+  connect,
+  echoLoad,
+  httpLoad,
+  oneShotLoad,
+  OP_TIMEOUT_MS,
+  type Phases,
+  readToClose,
+  READY_MS,
+  Watchdog,
+  writeAll,
+} from "./load.ts";
+import { recipeCommand, type Server, type ServerSpec } from "./servers.ts";
+import type { LoadResult } from "./stats.ts";
+import { wrkLoad } from "./wrk.ts";
+
+export const BODY = "\nHello from Epoll Server!";
+const CHAT_CLIENTS = 50;
+
+/** What the run decided once for all scenarios. */
+export interface Context {
+  /** Prefix that pins a load generator process (wrk), e.g. ["taskset", "-c", "0"]. */
+  loadPin: string[];
+  useWrk: boolean;
+  /** The frame a `--vs` chat server speaks. */
+  vsFrame: "pickle" | "json";
+}
+
+/** What a check learned about a server, for the loads. */
+export interface Checked {
+  /** 2_4: the response carries no `Connection: close` header. */
+  closesWithoutHeader?: boolean;
+  chatFormat?: ChatFormat;
+}
+
+export interface Load {
+  /** "50 connections", "W = 8", ... */
+  label: string;
+  generator(ctx: Context): string;
+  run(
+    server: Server,
+    ctx: Context,
+    checked: Checked,
+    phases: Phases,
+  ): Promise<LoadResult>;
+}
+
+export interface Scenario {
+  id: string;
+  title: string;
+  unit: string;
+  servers(vs: string[] | undefined): Promise<ServerSpec[]>;
+  check(server: Server, ctx: Context): Promise<Checked>;
+  loads: Load[];
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * One request, its whole reply (to the close), for the checks. With
+ * `halfClose` the request is followed by our end of stream (the echo server
+ * answers its lines and closes only when the client has finished).
+ */
+async function exchange(
+  port: number,
+  request: string,
+  halfClose = false,
+): Promise<string> {
+  const dog = new Watchdog();
+  let conn: Deno.TcpConn | undefined;
+  try {
+    conn = await connect(port, dog, READY_MS);
+    const watched = conn;
+    dog.watch(watched, () => watched.close());
+    await writeAll(conn, encoder.encode(request));
+    if (halfClose) await conn.closeWrite();
+    return decoder.decode(await readToClose(conn));
+  } catch (error) {
+    const why = conn && dog.expired(conn)
+      ? `no complete reply within ${OP_TIMEOUT_MS} ms`
+      : `${(error as Error).name}: ${(error as Error).message}`;
+    throw new Error(`check: ${why}`);
+  } finally {
+    if (conn) {
+      dog.done(conn);
+      if (!dog.expired(conn)) conn.close();
+    }
+    dog.stop();
+  }
+}
+
+async function ours(
+  id: string,
+  file: string,
+  extra: string[],
+  ready: RegExp,
+): Promise<ServerSpec> {
+  return {
+    label: `${id} (ours)`,
+    kind: "ours",
+    file,
+    command: [...await recipeCommand(id, file), ...extra, "--port=0"],
+    ready,
+  };
+}
+
+function vsSpec(vs: string[]): ServerSpec {
+  const shown = vs.join(" ");
+  return {
+    label: `vs: ${shown.length > 48 ? shown.slice(0, 45) + "..." : shown}`,
+    kind: "vs",
+    command: vs,
+  };
+}
+
+const PEER_READY = /Listening on 127\.0\.0\.1:(\d+)/;
+const LISTENING = /Listening on \S+:(\d+)/;
+
+const http: Scenario = {
+  id: "2_4",
+  title: "2_4 epoll web server: one request per connection",
+  unit: "requests/s",
+  async servers(vs) {
+    if (vs) return [await ours2_4(), vsSpec(vs)];
+    return [
+      await ours2_4(),
+      {
+        label: "Deno minimal (peer)",
+        kind: "peer",
+        command: [
+          "deno",
+          "run",
+          "--quiet",
+          "--allow-net=127.0.0.1",
+          "bench/peers/deno_http.ts",
+          "--port=0",
+        ],
+        ready: PEER_READY,
+      },
+      {
+        label: "Node http (peer)",
+        kind: "peer",
+        command: ["node", "bench/peers/node_http.mjs", "--port=0"],
+        ready: PEER_READY,
+      },
+    ];
+  },
+  async check(server) {
+    const reply = await exchange(
+      server.port,
+      "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    const status = /^HTTP\/1\.[01] (\d{3})/.exec(reply);
+    if (!status || !status[1].startsWith("2")) {
+      throw new Error(
+        `check: expected a 2xx response, got ${
+          JSON.stringify(reply.slice(0, 80))
+        }`,
+      );
+    }
+    if (server.spec.kind !== "vs" && !reply.endsWith(`\r\n\r\n${BODY}`)) {
+      throw new Error(
+        `check: expected the body ${JSON.stringify(BODY)}, got ${
+          JSON.stringify(reply.slice(-60))
+        }`,
+      );
+    }
+    const head = reply.slice(0, reply.indexOf("\r\n\r\n"));
+    return { closesWithoutHeader: !/^connection:\s*close\s*$/im.test(head) };
+  },
+  loads: [{
+    label: "50 connections",
+    generator: (ctx) => ctx.useWrk ? "wrk -t1 -c50" : "deno",
+    run: (server, ctx, checked, phases) =>
+      ctx.useWrk
+        ? wrkLoad(
+          ctx.loadPin,
+          server.port,
+          50,
+          phases,
+          checked.closesWithoutHeader ?? false,
+        )
+        : httpLoad(
+          server.port,
+          50,
+          phases,
+          server.spec.kind === "vs" ? undefined : BODY,
+        ),
+  }],
+};
+
+function ours2_4() {
+  return ours(
+    "2_4",
+    "2_4_simple_web_server_with_epoll.ts",
+    [],
+    /Listening on http:\/\/[^/\s]+:(\d+)\//,
+  );
+}
+
+const echo: Scenario = {
+  id: "2_5",
+  title: "2_5 diesel echo: 64-byte lines, closed loop",
+  unit: "round trips/s",
+  async servers(vs) {
+    const ourEcho = await ours(
+      "2_5",
+      "2_5_echo_server_with_diesel.ts",
+      [],
+      LISTENING,
+    );
+    if (vs) return [ourEcho, vsSpec(vs)];
+    return [ourEcho, {
+      label: "Node net (peer)",
+      kind: "peer",
+      command: ["node", "bench/peers/node_net_echo.mjs", "--port=0"],
+      ready: PEER_READY,
+    }];
+  },
+  async check(server) {
+    const reply = await exchange(
+      server.port,
+      "hello bench\r\nsecond line\n",
+      true,
+    );
+    const expected = "You said: hello bench\r\nYou said: second line\n";
+    const ok = server.spec.kind === "vs"
+      ? /hello bench\r\n[^]*second line\n$/.test(reply)
+      : reply === expected;
+    if (!ok) {
+      throw new Error(
+        `check: expected ${JSON.stringify(expected)}, got ${
+          JSON.stringify(reply)
+        }`,
+      );
+    }
+    return {};
+  },
+  loads: [1, 50, 500].map((n) => ({
+    label: `${n} connection${n === 1 ? "" : "s"}`,
+    generator: () => "deno",
+    run: (server, _ctx, _checked, phases) => echoLoad(server.port, n, phases),
+  })),
+};
+
+const chat: Scenario = {
+  id: "2_3",
+  title:
+    `2_3 select chat: ${CHAT_CLIENTS} clients, one sender, W messages in flight`,
+  unit: "deliveries/s",
+  async servers(vs) {
+    const ourChat = await ours(
+      "2_3",
+      "2_3_chat_server_with_select.ts",
+      ["--name=server"],
+      /Server listening to port: (\d+)/,
+    );
+    return vs ? [ourChat, vsSpec(vs)] : [ourChat];
+  },
+  async check(server, ctx) {
+    const format = server.spec.kind === "vs" && ctx.vsFrame === "pickle"
+      ? await pickleFormat(chatTexts(CHAT_CLIENTS))
+      : JSON_FORMAT;
+    try {
+      await checkChat(server.port, format);
+    } catch (error) {
+      throw new Error(
+        `check (${format.name} frames): ${(error as Error).message}`,
+      );
+    }
+    return { chatFormat: format };
+  },
+  loads: [1, 8].map((w) => ({
+    label: `W = ${w}`,
+    generator: () => "deno",
+    run: (server, _ctx, checked, phases) =>
+      chatLoad(
+        server.port,
+        checked.chatFormat ?? JSON_FORMAT,
+        CHAT_CLIENTS,
+        w,
+        phases,
+      ),
+  })),
+};
+
+function perConnection(id: string, file: string, title: string): Scenario {
+  return {
+    id,
+    title,
+    unit: "connections/s",
+    async servers(vs) {
+      const ourServer = await ours(id, file, ["--serve"], LISTENING);
+      return vs ? [ourServer, vsSpec(vs)] : [ourServer];
+    },
+    async check(server) {
+      const reply = await exchange(server.port, "Hello echo server!");
+      if (!/^.+: Hello echo server!$/s.test(reply)) {
+        throw new BadReply(
+          `check: expected "<handler>: Hello echo server!", got ${
+            JSON.stringify(reply)
+          }`,
+        );
+      }
+      return {};
+    },
+    loads: [1, 10].map((c) => ({
+      label: `concurrency ${c}`,
+      generator: () => "deno",
+      run: (server, _ctx, _checked, phases) =>
+        oneShotLoad(server.port, c, phases),
+    })),
+  };
+}
+
+export const SCENARIOS: Scenario[] = [
+  perConnection(
+    "2_1",
+    "2_1_forking_mixin_socket_server.ts",
+    "2_1 forking server: a process per connection",
+  ),
+  perConnection(
+    "2_2",
+    "2_2_threading_mixin_socket_server.ts",
+    "2_2 threading server: a Worker per connection",
+  ),
+  chat,
+  http,
+  echo,
+];

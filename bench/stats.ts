@@ -1,0 +1,89 @@
+/**
+ * What every load run reports, and the arithmetic shared by the generators:
+ * latency samples, percentiles, error counts by kind.
+ */
+
+/** The outcome of one timed load run. */
+export interface LoadResult {
+  /** Completed operations inside the timed window. */
+  count: number;
+  /** Length of the timed window, in seconds. */
+  seconds: number;
+  /** Median and 99th percentile latency in milliseconds (NaN if none). */
+  p50: number;
+  p99: number;
+  /** Errors by kind ("connect", "timeout", "reset", "bad reply", ...). */
+  errors: Record<string, number>;
+  /** Extra facts for the table's note column. */
+  notes: string[];
+}
+
+export function totalErrors(errors: Record<string, number>): number {
+  return Object.values(errors).reduce((sum, n) => sum + n, 0);
+}
+
+export function describeErrors(errors: Record<string, number>): string {
+  return Object.entries(errors).filter(([, n]) => n > 0)
+    .map(([kind, n]) => `${n} ${kind}`).join(", ");
+}
+
+/**
+ * Latency samples in milliseconds, bounded: past `limit` samples it keeps a
+ * uniform reservoir, so a long or fast run cannot grow memory without end.
+ */
+export class Samples {
+  #values: Float64Array;
+  #seen = 0;
+
+  constructor(readonly limit = 2_000_000) {
+    this.#values = new Float64Array(Math.min(limit, 65_536));
+  }
+
+  add(ms: number): void {
+    const i = this.#seen++;
+    if (i < this.limit) {
+      if (i === this.#values.length) {
+        const grown = new Float64Array(Math.min(this.limit, i * 2));
+        grown.set(this.#values);
+        this.#values = grown;
+      }
+      this.#values[i] = ms;
+    } else {
+      const j = Math.floor(Math.random() * (i + 1));
+      if (j < this.limit) this.#values[j] = ms;
+    }
+  }
+
+  get size(): number {
+    return this.#seen;
+  }
+
+  /** The q-quantile (0..1) by the nearest-rank method; NaN when empty. */
+  quantile(q: number): number {
+    const n = Math.min(this.#seen, this.limit);
+    if (n === 0) return NaN;
+    const sorted = this.#values.slice(0, n).sort();
+    return sorted[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))];
+  }
+}
+
+/** Counts errors by kind. */
+export class ErrorCounter {
+  readonly counts: Record<string, number> = {};
+
+  add(kind: string, n = 1): void {
+    this.counts[kind] = (this.counts[kind] ?? 0) + n;
+  }
+}
+
+/** Sorts an error into a short kind for the table. */
+export function errorKind(error: unknown): string {
+  if (error instanceof Deno.errors.ConnectionRefused) return "refused";
+  if (error instanceof Deno.errors.ConnectionReset) return "reset";
+  if (error instanceof Deno.errors.BrokenPipe) return "reset";
+  if (error instanceof Deno.errors.ConnectionAborted) return "reset";
+  if (error instanceof Deno.errors.TimedOut) return "timeout";
+  if (error instanceof Deno.errors.BadResource) return "timeout";
+  if (error instanceof Deno.errors.Interrupted) return "timeout";
+  return "other";
+}

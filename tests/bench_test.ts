@@ -1,0 +1,249 @@
+/**
+ * The benchmark end to end: `deno task bench` (with the task's own
+ * permissions) on one cheap scenario for one second, writing into a
+ * throwaway folder under bench/ so the committed bench/results.* are never
+ * touched. These tests check that the table, results.md and results.svg come
+ * out well-formed and agree with each other; no test asserts a speed.
+ */
+
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { DENO, run } from "./harness.ts";
+
+const BENCH_MS = 180_000;
+
+interface TableRow {
+  scenario: string;
+  server: string;
+  load: string;
+  rate: string;
+  errors: string;
+}
+
+/** The rows of the plain-text table (columns are two or more spaces apart). */
+function stdoutRows(stdout: string): TableRow[] {
+  const lines = stdout.split("\n");
+  const header = lines.findIndex((l) =>
+    /^scenario\s+server\s+load\s+rate\s+unit/.test(l)
+  );
+  assert(header >= 0, `no table header in:\n${stdout}`);
+  assertMatch(lines[header + 1], /^-+(\s+-+){7}/);
+  const rows: TableRow[] = [];
+  for (const line of lines.slice(header + 2)) {
+    if (line.trim() === "") break;
+    const cells = line.split(/\s{2,}/);
+    assert(cells.length >= 8, `a table line with too few cells: ${line}`);
+    const [scenario, server, load, rate, , , , errors] = cells;
+    rows.push({ scenario, server, load, rate, errors });
+  }
+  return rows;
+}
+
+/** The rows of the markdown table in results.md. */
+function markdownRows(md: string): TableRow[] {
+  const lines = md.split("\n").filter((l) => l.startsWith("| "));
+  assertMatch(
+    lines[0] ?? "",
+    /^\| scenario \| server \| load \| rate \| unit \| p50 ms \| p99 ms \| errors \| notes \|$/,
+  );
+  return lines.slice(1).map((line) => {
+    const cells = line.slice(2, -2).split(" | ");
+    assertEquals(
+      cells.length,
+      9,
+      `a markdown row with the wrong cell count: ${line}`,
+    );
+    const [scenario, server, load, rate, , , , errors] = cells;
+    return { scenario, server, load, rate, errors };
+  });
+}
+
+/** Checks the SVG is one well-formed <svg> element (tags balanced, attributes quoted). */
+function assertWellFormedSvg(svg: string): void {
+  assertMatch(
+    svg,
+    /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*width="\d+"[^>]*height="\d+"/,
+  );
+  const stack: string[] = [];
+  const tag = /<(\/?)([A-Za-z][\w:.-]*)((?:\s+[\w:.-]+="[^"<]*")*)\s*(\/?)>/y;
+  let i = 0;
+  while (i < svg.length) {
+    const open = svg.indexOf("<", i);
+    if (open < 0) break;
+    tag.lastIndex = open;
+    const m = tag.exec(svg);
+    if (!m) {
+      throw new Error(
+        `malformed markup at ${open}: ${svg.slice(open, open + 60)}`,
+      );
+    }
+    const [, closing, name, , selfClosing] = m;
+    if (closing) {
+      assertEquals(stack.pop(), name, `unbalanced </${name}> at ${open}`);
+    } else if (!selfClosing) stack.push(name);
+    i = tag.lastIndex;
+    if (stack.length === 0) {
+      assertEquals(svg.slice(i).trim(), "", "content after the root element");
+      return;
+    }
+  }
+  assertEquals(stack, [], "unclosed elements");
+}
+
+/** The text the chart draws (entities decoded). */
+function svgTexts(svg: string): string[] {
+  return [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) =>
+    m[1].replaceAll("&amp;", "&").replaceAll("&lt;", "<").replaceAll(
+      "&gt;",
+      ">",
+    ).replaceAll("&quot;", '"')
+      .replaceAll("&#39;", "'")
+  );
+}
+
+async function withOutDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ dir: "bench", prefix: ".test-out-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg that agree", async () => {
+  await withOutDir(async (dir) => {
+    const result = await run(DENO, [
+      "task",
+      "bench",
+      "--seconds=1",
+      "--only=2_5",
+      `--out=${dir}`,
+    ], {
+      ms: BENCH_MS,
+    });
+    assertEquals(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    assertMatch(result.stdout, /^== 2_5 /m);
+    assertMatch(result.stdout, /(Pinned with taskset|Not pinned to cores): /);
+
+    const rows = stdoutRows(result.stdout);
+    const ours = rows.filter((r) => r.server === "2_5 (ours)");
+    assertEquals(ours.map((r) => r.load), [
+      "1 connection",
+      "50 connections",
+      "500 connections",
+    ]);
+    for (const row of ours) {
+      assertMatch(
+        row.rate,
+        /^[\d,]+$/,
+        `2_5 was timed: ${JSON.stringify(row)}`,
+      );
+      assert(
+        Number(row.rate.replaceAll(",", "")) > 0,
+        "some round trips completed",
+      );
+      assertMatch(row.errors, /^\d+$/);
+    }
+    const peer = rows.filter((r) => r.server === "Node net (peer)");
+    assertEquals(
+      peer.length,
+      3,
+      "the Node peer has its rows (timed, or MISSING without node)",
+    );
+    assert(rows.every((r) => r.scenario === "2_5"));
+
+    const md = await Deno.readTextFile(`${dir}/results.md`);
+    assertMatch(md, /^# Benchmark results\n/);
+    assertMatch(md, /!\[[^\]]*\]\(results\.svg\)/);
+    assertMatch(md, /Machine: \d+ cores/);
+    assertMatch(
+      md,
+      new RegExp(`Deno ${Deno.version.deno.replaceAll(".", "\\.")}`),
+    );
+    assertMatch(md, /on \d{4}-\d\d-\d\d \d\d:\d\d UTC/);
+    assertEquals(
+      markdownRows(md),
+      rows,
+      "results.md has the same rows as the table on stdout",
+    );
+
+    const svg = await Deno.readTextFile(`${dir}/results.svg`);
+    assertWellFormedSvg(svg);
+    const texts = svgTexts(svg);
+    for (const row of rows.filter((r) => /^[\d,.]+$/.test(r.rate))) {
+      assert(
+        texts.includes(row.rate),
+        `the chart labels the bar for ${row.server}, ${row.load} with ${row.rate}`,
+      );
+      assert(
+        texts.includes(`${row.load} · ${row.server}`),
+        `the chart has a bar for ${row.server}, ${row.load}`,
+      );
+    }
+    assert(
+      texts.some((t) => t.includes("round trips/s")),
+      "the panel names its unit",
+    );
+  });
+});
+
+Deno.test("bench: a --vs server that fails its check is reported FAILED, not timed", async () => {
+  await withOutDir(async (dir) => {
+    // An HTTP server is no echo server: it closes without answering the lines.
+    const vs =
+      "deno run --quiet --allow-net=127.0.0.1 bench/peers/deno_http.ts --port={port}";
+    const result = await run(DENO, [
+      "task",
+      "bench",
+      "--seconds=1",
+      "--only=2_5",
+      `--vs=${vs}`,
+      `--out=${dir}`,
+    ], {
+      ms: BENCH_MS,
+    });
+    assertEquals(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    const rows = stdoutRows(result.stdout);
+    const other = rows.filter((r) => r.server.startsWith("vs: deno run"));
+    assertEquals(other.length, 3);
+    for (const row of other) {
+      assertEquals(row.rate, "FAILED");
+      assertEquals(row.errors, "-");
+    }
+    assertMatch(result.stdout, /FAILED.*check/);
+    assertEquals(rows.filter((r) => r.server === "2_5 (ours)").length, 3);
+    assertEquals(
+      markdownRows(await Deno.readTextFile(`${dir}/results.md`)),
+      rows,
+    );
+    assertWellFormedSvg(await Deno.readTextFile(`${dir}/results.svg`));
+  });
+});
+
+Deno.test("bench: bad arguments print the usage and exit 2", async () => {
+  for (
+    const bad of [
+      ["--seconds=0"],
+      ["--seconds=fast"],
+      ["--only=9_9"],
+      ["--vs=python3 server.py"],
+      ["--vs=python3 server.py --port={port}"],
+      ["--vs-frame=xml"],
+      ["--bogus"],
+    ]
+  ) {
+    const result = await run(DENO, ["task", "bench", ...bad]);
+    assertEquals(
+      result.code,
+      2,
+      `exit code for ${bad}: ${result.stdout}${result.stderr}`,
+    );
+    assertMatch(
+      result.stderr,
+      /usage: bench\.ts .*\nbench\.ts: error: .+/,
+      `stderr for ${bad}`,
+    );
+  }
+  const help = await run(DENO, ["task", "bench", "--help"]);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /usage: bench\.ts .*--only NAMES/);
+});
