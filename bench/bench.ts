@@ -21,18 +21,17 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import os from "node:os";
 import {
   chartSvg,
   formatMs,
   formatRate,
-  type Machine,
   markdown,
   type Row,
   textTable,
 } from "./report.ts";
 import type { Phases } from "./load.ts";
 import {
+  type Checked,
   type Context,
   type Load,
   type Scenario,
@@ -46,6 +45,7 @@ import {
 } from "./servers.ts";
 import { describeErrors, totalErrors } from "./stats.ts";
 import { installed } from "./wrk.ts";
+import { describeMachine, pin } from "./machine.ts";
 
 const USAGE =
   "usage: bench.ts [-h] [--only NAMES] [--seconds N] [--vs COMMAND] " +
@@ -72,46 +72,6 @@ function argumentError(message: string): never {
   Deno.exit(2);
 }
 
-async function output(program: string, args: string[]): Promise<string> {
-  try {
-    const { stdout, stderr } = await new Deno.Command(program, {
-      args,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(stdout).trim() ||
-      new TextDecoder().decode(stderr).trim();
-    return text.split("\n")[0];
-  } catch {
-    return "not installed";
-  }
-}
-
-/** Pins this process (the Deno load generator) to core 0; servers go to core 1. */
-async function pin(
-  cores: number,
-): Promise<{ server: string[]; load: string[]; text: string }> {
-  const none = (why: string) => ({
-    server: [],
-    load: [],
-    text: `Not pinned to cores: ${why}.`,
-  });
-  if (cores < 2) return none("fewer than 2 cores");
-  if (!installed("taskset")) return none("taskset is not installed");
-  const { code } = await new Deno.Command("taskset", {
-    args: ["-a", "-p", "-c", "0", String(Deno.pid)],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  if (code !== 0) return none("taskset could not pin this process");
-  return {
-    server: ["taskset", "-c", "1"],
-    load: ["taskset", "-c", "0"],
-    text:
-      "Pinned with taskset: servers on core 1; load generators (this Deno process, wrk) on core 0.",
-  };
-}
-
 function firstLine(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   const line = text.split("\n")[0];
@@ -121,68 +81,68 @@ function firstLine(error: unknown): string {
 /**
  * One row: start the server, check it, warm it up and time it under `load`,
  * stop it. Every load gets a fresh server, so one run cannot spoil the next.
+ * Also says whether the server failed before it could be timed (missing, not
+ * starting, or failing its check), which will not change for its next load.
  */
 async function measure(
   base: Row,
   scenario: Scenario,
   spec: ServerSpec,
   load: Load,
-): Promise<Row> {
+): Promise<[Row, boolean]> {
   const { pin, ctx, phases } = run;
   const what = `   ${load.label} (${base.generator}):`;
   try {
     run.current = await Server.start(spec, pin);
   } catch (error) {
     const missing = error instanceof MissingError ||
-      error instanceof Deno.errors.NotFound ||
       /NotFound|No such file/.test(String(error));
-    console.log(
-      `${what} ${missing ? "MISSING" : "FAILED to start"}: ${
-        (error as Error).message
-      }`,
-    );
-    return {
-      ...base,
-      status: missing ? "missing" : "failed",
-      note: firstLine(error),
-    };
+    const status = missing ? "missing" : "failed";
+    console.log(`${what} ${status.toUpperCase()}: ${(error as Error).message}`);
+    return [{ ...base, status, note: firstLine(error) }, true];
   }
   const server = run.current;
   try {
-    const checked = await scenario.check(server, ctx);
+    let checked: Checked;
+    try {
+      checked = await scenario.check(server, ctx);
+    } catch (error) {
+      console.log(
+        `${what} FAILED its correctness check: ${(error as Error).message}` +
+          (server.tail ? `\n${server.tail}` : ""),
+      );
+      return [{ ...base, status: "failed", note: firstLine(error) }, true];
+    }
     console.log(
-      `${what} answers correctly on port ${server.port}; ${phases.warmup} s warm-up + ${phases.seconds} s ...`,
+      `${what} answers correctly on port ${server.port}; ` +
+        `${phases.warmup} s warm-up + ${phases.seconds} s ...`,
     );
     const result = await load.run(server, ctx, checked, phases);
     const errors = totalErrors(result.errors);
     const notes = [...result.notes];
     if (errors > 0) notes.unshift(`errors: ${describeErrors(result.errors)}`);
     if (server.exited) notes.unshift("the server exited during the run");
+    for (const [kind, example] of Object.entries(result.examples ?? {})) {
+      console.log(`   first ${kind}: ${example}`);
+    }
     const rate = result.count / result.seconds;
     console.log(
-      `   -> ${formatRate(rate)} ${scenario.unit}, p50 ${
-        formatMs(result.p50)
-      } ms, p99 ${formatMs(result.p99)} ms, ` +
+      `   -> ${formatRate(rate)} ${scenario.unit}, ` +
+        `p50 ${formatMs(result.p50)} ms, p99 ${formatMs(result.p99)} ms, ` +
         `${errors} errors${notes.length ? ` (${notes.join("; ")})` : ""}`,
     );
-    return {
-      ...base,
-      rate,
-      p50: result.p50,
-      p99: result.p99,
-      errors,
-      note: notes.join("; "),
-    };
+    const { p50, p99 } = result;
+    const note = notes.join("; ");
+    return [{ ...base, rate, p50, p99, errors, note }, false];
   } catch (error) {
     console.log(
-      `   FAILED: ${(error as Error).message}${
-        server.exited ? `\n${server.tail}` : ""
-      }`,
+      `   FAILED: ${(error as Error).message}` +
+        (server.exited ? `\n${server.tail}` : ""),
     );
-    return { ...base, status: "failed", note: firstLine(error) };
+    return [{ ...base, status: "failed", note: firstLine(error) }, false];
   } finally {
     const how = await server.stop();
-    if (!how.startsWith("exit 0")) console.log(`   stopped: ${how}`);
+    if (how !== "exit 0") console.log(`   stopped: ${how}`);
     run.current = undefined;
   }
 }
@@ -251,22 +211,9 @@ if (import.meta.main) {
   }
   const out = String(args.out).replace(/\/+$/, "") || ".";
 
-  const cores = navigator.hardwareConcurrency;
-  const pinning = await pin(cores);
-  const wrkVersion = await output("wrk", ["--version"]);
+  const pinning = await pin(navigator.hardwareConcurrency);
   const useWrk = !args["no-wrk"] && installed("wrk");
-  const machine: Machine = {
-    date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
-    cores,
-    cpu: os.cpus()[0]?.model ?? "unknown CPU",
-    os: `${Deno.build.os} ${Deno.osRelease()}`,
-    deno: Deno.version.deno,
-    node: await output("node", ["--version"]),
-    wrk: wrkVersion.replace(/^wrk\s+/, "").replace(/\s*Copyright.*$/, ""),
-    pinning: pinning.text,
-    seconds,
-    command: ["deno task bench", ...Deno.args].join(" "),
-  };
+  const machine = await describeMachine(pinning, seconds, WARMUP_SECONDS);
   run.pin = pinning.server;
   run.ctx = { loadPin: pinning.load, useWrk, vsFrame: args["vs-frame"] };
   run.phases = { warmup: WARMUP_SECONDS, seconds };
@@ -313,12 +260,10 @@ if (import.meta.main) {
           rows.push({ ...base, status: giveUp.status, note: giveUp.note });
           continue;
         }
-        const row = await measure(base, scenario, spec, load);
+        const [row, untimed] = await measure(base, scenario, spec, load);
         rows.push(row);
-        // Missing, or failing its check once: the same for its other loads.
-        if (row.status === "missing" || row.note.startsWith("check")) {
-          giveUp = row;
-        }
+        // Missing, not starting or failing its check: so for its other loads.
+        if (untimed) giveUp = row;
       }
     }
   }

@@ -11,19 +11,18 @@
  * aborts its connect) at the deadline and counts a timeout.
  */
 
+import {
+  BadReply,
+  connect,
+  HOST,
+  readToClose,
+  Watchdog,
+  writeAll,
+} from "./net.ts";
 import { ErrorCounter, errorKind, type LoadResult, Samples } from "./stats.ts";
 
-export const HOST = "127.0.0.1";
 /** No load run does more operations than this, however fast the server. */
 export const MAX_OPS = 20_000_000;
-export const OP_TIMEOUT_MS = 5_000;
-/**
- * How long a correctness check retries a refused connect: a `--vs` server
- * has no ready line we know, and a probe that connects and leaves would
- * crash the book's chat server (it blocks reading a name), so the check's own
- * first connect is the probe. A refused connect reaches no server.
- */
-export const READY_MS = 15_000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -34,124 +33,6 @@ export interface Phases {
   /** Seconds in the timed window. */
   seconds: number;
 }
-
-/** Closes (or aborts) whatever runs past its deadline. */
-export class Watchdog {
-  #deadlines = new Map<object, [number, () => void]>();
-  #expired = new WeakSet<object>();
-  #timer: ReturnType<typeof setInterval>;
-
-  constructor(readonly timeoutMs = OP_TIMEOUT_MS) {
-    this.#timer = setInterval(() => this.#sweep(), 100);
-  }
-
-  watch(key: object, cancel: () => void): void {
-    this.#deadlines.set(key, [performance.now() + this.timeoutMs, cancel]);
-  }
-
-  done(key: object): void {
-    this.#deadlines.delete(key);
-  }
-
-  /** Did the watchdog end this operation? */
-  expired(key: object): boolean {
-    return this.#expired.has(key);
-  }
-
-  #sweep(): void {
-    const now = performance.now();
-    for (const [key, [deadline, cancel]] of this.#deadlines) {
-      if (now < deadline) continue;
-      this.#deadlines.delete(key);
-      this.#expired.add(key);
-      try {
-        cancel();
-      } catch {
-        // already closed
-      }
-    }
-  }
-
-  stop(): void {
-    clearInterval(this.#timer);
-    for (const [, [, cancel]] of this.#deadlines) {
-      try {
-        cancel();
-      } catch {
-        // already closed
-      }
-    }
-    this.#deadlines.clear();
-  }
-}
-
-/**
- * Connects with a deadline enforced by the watchdog (an aborted connect);
- * while `retryRefusedMs` lasts, a refused connect is tried again.
- */
-export async function connect(
-  port: number,
-  dog: Watchdog,
-  retryRefusedMs = 0,
-): Promise<Deno.TcpConn> {
-  const giveUp = performance.now() + retryRefusedMs;
-  while (true) {
-    try {
-      return await connectOnce(port, dog);
-    } catch (error) {
-      const refused = error instanceof Deno.errors.ConnectionRefused;
-      if (!refused || performance.now() > giveUp) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-}
-
-async function connectOnce(
-  port: number,
-  dog: Watchdog,
-): Promise<Deno.TcpConn> {
-  const abort = new AbortController();
-  dog.watch(abort, () => abort.abort());
-  try {
-    const conn = await Deno.connect({
-      hostname: HOST,
-      port,
-      signal: abort.signal,
-    });
-    conn.setNoDelay(true);
-    return conn;
-  } catch (error) {
-    throw dog.expired(abort)
-      ? new Deno.errors.TimedOut("connect timed out")
-      : error;
-  } finally {
-    dog.done(abort);
-  }
-}
-
-export async function writeAll(
-  conn: Deno.Conn,
-  data: Uint8Array,
-): Promise<void> {
-  while (data.length > 0) data = data.subarray(await conn.write(data));
-}
-
-/** Reads to the peer's close, at most `limit` bytes (more is a bad reply). */
-export async function readToClose(
-  conn: Deno.Conn,
-  limit = 64 * 1024,
-): Promise<Uint8Array> {
-  const buffer = new Uint8Array(limit + 1);
-  let length = 0;
-  while (true) {
-    const n = await conn.read(buffer.subarray(length));
-    if (n === null) return buffer.subarray(0, length);
-    length += n;
-    if (length > limit) throw new BadReply(`more than ${limit} bytes`);
-  }
-}
-
-export class BadReply extends Error {}
 
 /** The window of one run: warm-up until `start`, counted until `end`. */
 class Window {
@@ -172,11 +53,11 @@ class Window {
   }
 
   /** Counts an operation that started and ended inside the timed window. */
-  record(began: number, error?: string): boolean {
+  record(began: number, error?: string, example?: string): boolean {
     this.ops++;
     const ended = performance.now();
     if (began < this.start || ended > this.end) return false;
-    if (error) this.errors.add(error);
+    if (error) this.errors.add(error, 1, example);
     else {
       this.count++;
       this.samples.add(ended - began);
@@ -192,6 +73,7 @@ class Window {
       p99: this.samples.quantile(0.99),
       errors: this.errors.counts,
       notes,
+      examples: this.errors.examples,
     };
   }
 }
@@ -235,6 +117,7 @@ async function connectionPerRequest(
           conn
             ? kindOf(error, dog, conn)
             : `connect ${kindOf(error, dog, undefined)}`,
+          (error as Error).message,
         );
       } finally {
         if (conn) {
@@ -348,7 +231,11 @@ export async function echoLoad(
         if (window.record(began)) perConnection[index]++;
       }
     } catch (error) {
-      window.record(window.start, kindOf(error, dog, conn));
+      window.record(
+        window.start,
+        kindOf(error, dog, conn),
+        (error as Error).message,
+      );
     } finally {
       dog.done(conn);
       if (!dog.expired(conn)) conn.close();

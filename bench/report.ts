@@ -34,6 +34,7 @@ export interface Machine {
   wrk: string;
   pinning: string;
   seconds: number;
+  warmup: number;
   command: string;
 }
 
@@ -125,7 +126,7 @@ Measured by \`${machine.command}\` on ${machine.date}.
 - Machine: ${machine.cores} cores (${machine.cpu}), ${machine.os}
 - Deno ${machine.deno}; Node ${machine.node}; wrk ${machine.wrk}
 - ${machine.pinning}
-- Each run: a correctness check, 1 s of warm-up, then ${machine.seconds} s timed.
+- Each run: a fresh server, a correctness check, ${machine.warmup} s of warm-up, then ${machine.seconds} s timed.
 
 Scenarios:
 ${titles.map((t) => `- ${t}`).join("\n")}
@@ -152,18 +153,30 @@ export function chartSpec(
   rows: Row[],
   machine: Machine,
 ): vegaLite.TopLevelSpec {
-  // Bars grouped by load, then server, so each load's servers sit together.
+  // Panels in the run's order; in each, bars grouped by load, then server.
   const ok = rows.filter((r) => r.status === "ok");
-  const loadOrder = [...new Set(ok.map((r) => r.load))];
-  const serverOrder = [...new Set(ok.map((r) => r.server))];
+  const rank = (r: Row) => {
+    const panel = rows.filter((o) => o.scenario === r.scenario);
+    const loads = [...new Set(panel.map((o) => o.load))];
+    const servers = [...new Set(panel.map((o) => o.server))];
+    return rows.indexOf(panel[0]) * 1e6 + loads.indexOf(r.load) * 1e3 +
+      servers.indexOf(r.server);
+  };
   const values = ok.map((r) => ({
     panel: `${r.title} (${r.unit})`,
     bar: `${r.load} · ${r.server}`,
-    order: loadOrder.indexOf(r.load) * 1000 + serverOrder.indexOf(r.server),
+    order: rank(r),
     rate: r.rate ?? 0,
     label: formatRate(r.rate),
     who: WHO[r.kind],
   })).sort((a, b) => a.order - b.order);
+  const untimed = [
+    ...new Set(
+      rows.filter((r) => r.status !== "ok").map((r) =>
+        `${r.server} ${r.status}`
+      ),
+    ),
+  ];
   const present = Object.values(WHO).filter((w) =>
     values.some((v) => v.who === w)
   );
@@ -171,8 +184,10 @@ export function chartSpec(
     $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     title: {
       text: "Chapter 2 recipes under load (higher is better)",
-      subtitle:
+      subtitle: [
         `${machine.date}, ${machine.cores} cores, Deno ${machine.deno}, ${machine.seconds} s per run`,
+        ...(untimed.length ? [`Not timed: ${untimed.join(", ")}`] : []),
+      ],
       anchor: "start",
     },
     data: { values },

@@ -6,25 +6,13 @@
 
 import {
   type ChatFormat,
-  chatLoad,
   chatTexts,
-  checkChat,
   JSON_FORMAT,
   pickleFormat,
-} from "./chat_load.ts";
-import {
-  BadReply,
-  connect,
-  echoLoad,
-  httpLoad,
-  oneShotLoad,
-  OP_TIMEOUT_MS,
-  type Phases,
-  readToClose,
-  READY_MS,
-  Watchdog,
-  writeAll,
-} from "./load.ts";
+} from "./chat_client.ts";
+import { chatLoad, checkChat } from "./chat_load.ts";
+import { echoLoad, httpLoad, oneShotLoad, type Phases } from "./load.ts";
+import { BadReply, exchange } from "./net.ts";
 import { recipeCommand, type Server, type ServerSpec } from "./servers.ts";
 import type { LoadResult } from "./stats.ts";
 import { wrkLoad } from "./wrk.ts";
@@ -67,42 +55,6 @@ export interface Scenario {
   servers(vs: string[] | undefined): Promise<ServerSpec[]>;
   check(server: Server, ctx: Context): Promise<Checked>;
   loads: Load[];
-}
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-
-/**
- * One request, its whole reply (to the close), for the checks. With
- * `halfClose` the request is followed by our end of stream (the echo server
- * answers its lines and closes only when the client has finished).
- */
-async function exchange(
-  port: number,
-  request: string,
-  halfClose = false,
-): Promise<string> {
-  const dog = new Watchdog();
-  let conn: Deno.TcpConn | undefined;
-  try {
-    conn = await connect(port, dog, READY_MS);
-    const watched = conn;
-    dog.watch(watched, () => watched.close());
-    await writeAll(conn, encoder.encode(request));
-    if (halfClose) await conn.closeWrite();
-    return decoder.decode(await readToClose(conn));
-  } catch (error) {
-    const why = conn && dog.expired(conn)
-      ? `no complete reply within ${OP_TIMEOUT_MS} ms`
-      : `${(error as Error).name}: ${(error as Error).message}`;
-    throw new Error(`check: ${why}`);
-  } finally {
-    if (conn) {
-      dog.done(conn);
-      if (!dog.expired(conn)) conn.close();
-    }
-    dog.stop();
-  }
 }
 
 async function ours(

@@ -16,6 +16,8 @@ export interface LoadResult {
   errors: Record<string, number>;
   /** Extra facts for the table's note column. */
   notes: string[];
+  /** The first error message of each kind (printed, not tabled). */
+  examples?: Record<string, string>;
 }
 
 export function totalErrors(errors: Record<string, number>): number {
@@ -70,9 +72,12 @@ export class Samples {
 /** Counts errors by kind. */
 export class ErrorCounter {
   readonly counts: Record<string, number> = {};
+  /** The first message seen of each kind, for the progress output. */
+  readonly examples: Record<string, string> = {};
 
-  add(kind: string, n = 1): void {
+  add(kind: string, n = 1, example?: string): void {
     this.counts[kind] = (this.counts[kind] ?? 0) + n;
+    if (example && !(kind in this.examples)) this.examples[kind] = example;
   }
 }
 

@@ -13,7 +13,8 @@
  */
 
 import type { LoadResult } from "./stats.ts";
-import { HOST, type Phases } from "./load.ts";
+import type { Phases } from "./load.ts";
+import { HOST } from "./net.ts";
 
 /** Does `program` run? (`wrk` has no --version exit 0, so any start counts.) */
 export function installed(program: string): boolean {
