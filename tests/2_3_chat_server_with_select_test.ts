@@ -1,0 +1,320 @@
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { concat } from "@std/bytes/concat";
+import {
+  ALLOW_NET,
+  DENO,
+  type Recipe,
+  run,
+  startRecipe,
+  TestClient,
+} from "./harness.ts";
+
+const FILE = "2_3_chat_server_with_select.ts";
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+// The wire format, written out again here (not imported from the recipe), so
+// the tests check the recipe against the issue's description of it.
+function header(length: number): Uint8Array {
+  const bytes = new Uint8Array(4);
+  new DataView(bytes.buffer).setUint32(0, length);
+  return bytes;
+}
+function rawFrame(payload: string | Uint8Array): Uint8Array {
+  const bytes = typeof payload === "string" ? encoder.encode(payload) : payload;
+  return concat([header(bytes.length), bytes]);
+}
+const frame = (...args: string[]) => rawFrame(JSON.stringify(args));
+
+async function readFrame(client: TestClient, ms?: number): Promise<string> {
+  const head = await client.readBytes(4, ms);
+  const length = new DataView(head.buffer).getUint32(0);
+  const args = JSON.parse(decoder.decode(await client.readBytes(length, ms)));
+  assert(Array.isArray(args) && typeof args[0] === "string", `${args}`);
+  return args[0];
+}
+
+function startServer(): Promise<Recipe> {
+  return startRecipe(FILE, {
+    args: ["--name=server"],
+    ready: /Server listening to port: (\d+) \.\.\./,
+  });
+}
+
+/** Waits for the server's "got connection" line; returns the connection id. */
+async function connectionId(server: Recipe): Promise<string> {
+  const accepted =
+    /Chat server: got connection (\d+) from \('127\.0\.0\.1', \d+\)\n/;
+  return (await server.waitFor(accepted))[1];
+}
+
+/** A real client subprocess, returned once its prompt shows the handshake done. */
+async function startClient(server: Recipe, name: string): Promise<Recipe> {
+  const client = await startRecipe(FILE, {
+    args: [`--name=${name}`, `--port=${server.port}`],
+    ready: /Now connected to chat server@ port \d+\n/,
+    port: false,
+  });
+  await client.waitFor(`[${name}@127.0.0.1]> `);
+  return client;
+}
+
+/** A raw socket that does the handshake by hand. */
+async function joinRaw(port: number, name: string): Promise<TestClient> {
+  const client = await TestClient.connect(port);
+  await client.write(frame(`NAME: ${name}`));
+  assertEquals(await readFrame(client), "CLIENT: 127.0.0.1");
+  return client;
+}
+
+Deno.test("2_3: the book's conversation, with Korean text and a 60 KiB message", async () => {
+  await using server = await startServer();
+  await using c1 = await startClient(server, "client1");
+  await connectionId(server);
+  await using c2 = await startClient(server, "client2");
+  await connectionId(server);
+  await c1.waitFor(
+    "\n(Connected: New client (2) from client2@127.0.0.1)\n[client1@127.0.0.1]> ",
+  );
+  await using c3 = await startClient(server, "client3");
+  const c3Id = await connectionId(server);
+  for (const c of [c1, c2]) {
+    await c.waitFor("\n(Connected: New client (3) from client3@127.0.0.1)\n");
+  }
+
+  const said = async (from: Recipe, text: string, to: Recipe[]) => {
+    await from.write(`${text}\n`);
+    const tag = from === c1 ? "client1" : from === c2 ? "client2" : "client3";
+    for (const c of to) {
+      await c.waitFor(`\n#[${tag}@127.0.0.1]>>${text}\n`);
+    }
+  };
+  await said(c1, "Hello from client1", [c2, c3]);
+  await said(c2, "안녕하세요, client1! 한국어도 됩니다 👋", [c1, c3]);
+  const big = Array.from({ length: 60 * 1024 }, (_, i) => "abcdefghij"[i % 10])
+    .join("");
+  await said(c3, big, [c1, c2]);
+  // A line over the frame bound is refused by the client, which stays on.
+  await c1.write("y".repeat(70_000) + "\n");
+  await c1.waitFor("(not sent: over 65536 bytes)\n");
+  await said(c1, "last one", [c2, c3]);
+  for (const [c, name] of [[c1, "client1"], [c2, "client2"], [c3, "client3"]]) {
+    const own = (c as Recipe).stdout.includes(`#[${name}@`);
+    assert(!own, `${name} was sent its own message back`);
+  }
+
+  c3.kill("SIGINT");
+  assertEquals((await c3.exit()).code, 0);
+  assert(c3.stdout.endsWith("[client3@127.0.0.1]>  Client interrupted. \n"));
+  await server.waitFor(`Chat server: ${c3Id} hung up\n`);
+  for (const c of [c1, c2]) {
+    await c.waitFor("\n(Now hung up: Client from client3@127.0.0.1)\n");
+  }
+
+  await server.write("\n");
+  assertEquals((await server.exit()).code, 0);
+  for (const c of [c1, c2]) {
+    await c.waitFor("> Client shutting down.\n");
+    assertEquals((await c.exit()).code, 0);
+  }
+  assert(!server.stdout.includes("Shutting down"), "only a signal says so");
+});
+
+Deno.test("2_3: frames are read whole however TCP joins or splits them", async () => {
+  await using server = await startServer();
+  await using c1 = await startClient(server, "client1");
+  await using raw = await TestClient.connect(server.port);
+  raw.conn.setNoDelay(true);
+  // The handshake and three messages in one write: one read for the server.
+  const burst = ["one", "two", "three"].map((text) => frame(text));
+  await raw.write(concat([frame("NAME: burst"), ...burst]));
+  assertEquals(await readFrame(raw), "CLIENT: 127.0.0.1");
+  const prompt = "[client1@127.0.0.1]> ";
+  await c1.waitFor(
+    `\n(Connected: New client (2) from burst@127.0.0.1)\n${prompt}` +
+      `\n#[burst@127.0.0.1]>>one\n${prompt}` +
+      `\n#[burst@127.0.0.1]>>two\n${prompt}` +
+      `\n#[burst@127.0.0.1]>>three\n${prompt}`,
+  );
+  // One frame a byte per write, so it arrives in pieces.
+  for (const byte of frame("하나씩, one byte at a time")) {
+    await raw.write(new Uint8Array([byte]));
+  }
+  await c1.waitFor("\n#[burst@127.0.0.1]>>하나씩, one byte at a time\n");
+});
+
+Deno.test("2_3: bad frames get their sender dropped; the others chat on", async () => {
+  await using server = await startServer();
+  await using c1 = await startClient(server, "client1");
+  await connectionId(server);
+  await using c2 = await startClient(server, "client2");
+  await connectionId(server);
+  const cases: [string, Uint8Array, RegExp][] = [
+    ["a 2^31 length", header(2 ** 31), /a 2147483648-byte frame, over 65536/],
+    [
+      "a truncated frame",
+      concat([header(100), new Uint8Array(10)]),
+      /mid-frame/,
+    ],
+    ["bad JSON", rawFrame("['NAME: x'"), /not a JSON array of text/],
+    [
+      "bytes that are not UTF-8",
+      rawFrame(new Uint8Array([0xff, 0xfe])),
+      /not a JSON/,
+    ],
+    ["JSON that is not an array", rawFrame('{"NAME":"x"}'), /not a JSON array/],
+    ["a first frame other than NAME", frame("hello"), /no NAME: first/],
+  ];
+  for (const [i, [what, bytes, reason]] of cases.entries()) {
+    await using raw = await TestClient.connect(server.port);
+    const id = await connectionId(server);
+    await raw.write(bytes);
+    await raw.closeWrite(); // the truncated frame is never filled
+    const dropped = await server.waitFor(
+      new RegExp(`Chat server: ${id} dropped: (.*)\n`),
+    );
+    assertMatch(dropped[1], reason, what);
+    assert(await raw.closedByPeer(), `${what}: closed by the server`);
+    await c1.write(`still here ${i}\n`);
+    await c2.waitFor(`\n#[client1@127.0.0.1]>>still here ${i}\n`);
+  }
+
+  // A named client sending garbage is dropped like a hang-up, and counted out.
+  await using named = await joinRaw(server.port, "rogue");
+  await c1.waitFor("(Connected: New client (3) from rogue@127.0.0.1)\n");
+  await named.write(rawFrame("not json"));
+  await server.waitFor(/dropped: a frame that is not a JSON array of text\n/);
+  await c2.waitFor("\n(Now hung up: Client from rogue@127.0.0.1)\n");
+  await using next = await joinRaw(server.port, "next");
+  await c1.waitFor("(Connected: New client (3) from next@127.0.0.1)\n");
+  await c2.write("hi next\n");
+  assertEquals(await readFrame(next), "\n#[client2@127.0.0.1]>>hi next");
+});
+
+Deno.test("2_3: silent connections block no handshake and go after 10 s", async () => {
+  await using server = await startServer();
+  await using silent = await TestClient.connect(server.port);
+  const silentId = await connectionId(server);
+  await using halfway = await TestClient.connect(server.port);
+  const halfwayId = await connectionId(server);
+  await halfway.write(frame("NAME: slowpoke").subarray(0, 9));
+  // In the book, the first silent connection froze the server right here.
+  await using c1 = await startClient(server, "client1");
+  await using c2 = await startClient(server, "client2");
+  await c1.write("nobody waits\n");
+  await c2.waitFor("\n#[client1@127.0.0.1]>>nobody waits\n");
+  for (
+    const [id, client] of [[silentId, silent], [halfwayId, halfway]] as const
+  ) {
+    await server.waitFor(
+      `Chat server: ${id} dropped: sent no name within 10 s\n`,
+      15_000,
+    );
+    assert(await client.closedByPeer(), `connection ${id} is closed`);
+  }
+});
+
+Deno.test("2_3: a client that never reads is dropped at 1 MiB queued, and nobody waits for it", async () => {
+  await using server = await startServer();
+  await using _slow = await joinRaw(server.port, "slow"); // never reads again
+  const slowId = await connectionId(server);
+  await using sender = await joinRaw(server.port, "sender");
+  await using bystander = await joinRaw(server.port, "bystander");
+  const dropLine =
+    `Chat server: ${slowId} dropped: stopped reading: over 1 MiB queued\n`;
+  const notice = "\n(Now hung up: Client from slow@127.0.0.1)";
+  const text = "z".repeat(60_000);
+  const limit = 1_000; // 60 MB: far more than the kernel's buffers plus 1 MiB
+  let sent = 0;
+  let noticed = false;
+  // One message at a time: the bystander must get each one while the slow
+  // reader's backlog grows, until the server's own log line shows the drop.
+  while (sent < limit && !server.stdout.includes(dropLine)) {
+    await sender.write(frame(`${sent} ${text}`));
+    let got = await readFrame(bystander, 5_000);
+    if (got === notice) [noticed, got] = [true, await readFrame(bystander)];
+    assertEquals(got, `\n#[sender@127.0.0.1]>>${sent} ${text}`);
+    sent += 1;
+  }
+  await server.waitFor(dropLine, 5_000);
+  assert(sent < limit, `no drop after ${sent} messages`);
+  assert(sent * text.length > 1024 * 1024, `dropped after only ${sent}`);
+  if (!noticed) assertEquals(await readFrame(bystander), notice);
+  await sender.write(frame("after the drop"));
+  assertEquals(
+    await readFrame(bystander),
+    "\n#[sender@127.0.0.1]>>after the drop",
+  );
+});
+
+Deno.test("2_3: end of stdin does not stop the server; SIGINT and SIGTERM do, exit 0", async () => {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    await using server = await startServer();
+    await server.closeStdin();
+    await using c1 = await startClient(server, "client1");
+    await c1.closeStdin(); // a client without stdin keeps listening
+    await using raw = await joinRaw(server.port, "raw");
+    await c1.waitFor("(Connected: New client (2) from raw@127.0.0.1)\n");
+    server.kill(signal);
+    assertEquals((await server.exit()).code, 0, signal);
+    assertMatch(server.stdout, /\nShutting down server\.\.\.\n$/);
+    assert(await raw.closedByPeer(), `the raw client is closed on ${signal}`);
+    await c1.waitFor("> Client shutting down.\n");
+    assertEquals((await c1.exit()).code, 0);
+  }
+});
+
+Deno.test("2_3: a client with no server says so and exits 1", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const client = await run(DENO, [
+    "run",
+    ALLOW_NET,
+    FILE,
+    "--name=client1",
+    `--port=${port}`,
+  ]);
+  assertEquals(client.code, 1);
+  assertEquals(
+    client.stdout,
+    `Failed to connect to chat server @ port ${port}\n`,
+  );
+});
+
+Deno.test("2_3: --help exits 0; missing or bad arguments exit 2 with argparse's usage", async () => {
+  const help = await run(DENO, ["run", FILE, "--help"]);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^usage: .* --name NAME --port PORT\n/);
+  const cases: [string[], RegExp][] = [
+    [[], /required: --name, --port$/],
+    [["--name=server"], /required: --port$/],
+    [["--port=8800"], /required: --name$/],
+    [["--name=server", "--port=abc"], /argument --port: invalid .*'abc'$/],
+    [["--name=server", "--port=70000"], /argument --port: invalid .*'70000'$/],
+    [
+      ["--name=server", "--port=1", "--bogus"],
+      /unrecognized arguments: --bogus$/,
+    ],
+  ];
+  for (const [args, error] of cases) {
+    const result = await run(DENO, ["run", FILE, ...args]);
+    assertEquals(result.code, 2, `exit code for ${args}`);
+    const [usage, message] = result.stderr.trimEnd().split("\n");
+    assertMatch(usage, /^usage: 2_3_chat_server_with_select\.ts \[-h\]/);
+    assertMatch(message, error);
+  }
+});
+
+Deno.test("2_3: a port already in use is a one-line error and exit 1", async () => {
+  await using server = await startServer();
+  const result = await run(DENO, [
+    "run",
+    ALLOW_NET,
+    FILE,
+    "--name=server",
+    `--port=${server.port}`,
+  ]);
+  assertEquals(result.code, 1);
+  assertMatch(result.stderr, /^Error: cannot listen on localhost:\d+: .*\n$/);
+});
