@@ -105,7 +105,11 @@ async function measure(
   try {
     let checked: Checked;
     try {
-      checked = await scenario.check(server, ctx);
+      // A server that dies before answering fails at once, not at a timeout.
+      const died = server.status.then((status) => {
+        throw new Error(`the server exited (code ${status.code})`);
+      });
+      checked = await Promise.race([scenario.check(server, ctx), died]);
     } catch (error) {
       console.log(
         `${what} FAILED its correctness check: ${(error as Error).message}` +
