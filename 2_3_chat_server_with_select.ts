@@ -39,6 +39,8 @@
  *   1 MiB queued for a client that stopped reading: that client is dropped
  *   with a log line, and everyone else carries on.
  * - End of stdin no longer spins the loop: server and client keep running.
+ *   The client count also goes down for a dropped client, not only a clean
+ *   hang-up, and the client refuses a line too long to send.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
