@@ -113,10 +113,11 @@ function markdownTable(rows: Row[]): string {
 }
 
 export function markdown(rows: Row[], machine: Machine): string {
-  const titles = [
-    ...new Map(rows.map((r) => [r.scenario, `${r.title} (${r.unit})`]))
-      .values(),
-  ];
+  const titles = [...new Set(rows.map((r) => r.scenario))].map((id) => {
+    const of = rows.filter((r) => r.scenario === id);
+    const generators = [...new Set(of.map((r) => r.generator))].join(", ");
+    return `${of[0].title} (${of[0].unit}); load: ${generators}`;
+  });
   return `# Benchmark results
 
 ![The table below as a chart](results.svg)

@@ -138,7 +138,7 @@ const http: Scenario = {
   },
   loads: [{
     label: "50 connections",
-    generator: (ctx) => ctx.useWrk ? "wrk -t1 -c50" : "deno",
+    generator: (ctx) => ctx.useWrk ? "wrk -t1 -c50" : "Deno generator",
     run: (server, ctx, checked, phases) =>
       ctx.useWrk
         ? wrkLoad(
@@ -206,7 +206,7 @@ const echo: Scenario = {
   },
   loads: [1, 50, 500].map((n) => ({
     label: `${n} connection${n === 1 ? "" : "s"}`,
-    generator: () => "deno",
+    generator: () => "Deno generator",
     run: (server, _ctx, _checked, phases) => echoLoad(server.port, n, phases),
   })),
 };
@@ -240,7 +240,7 @@ const chat: Scenario = {
   },
   loads: [1, 8].map((w) => ({
     label: `W = ${w}`,
-    generator: () => "deno",
+    generator: () => "Deno generator",
     run: (server, _ctx, checked, phases) =>
       chatLoad(
         server.port,
@@ -274,7 +274,7 @@ function perConnection(id: string, file: string, title: string): Scenario {
     },
     loads: [1, 10].map((c) => ({
       label: `concurrency ${c}`,
-      generator: () => "deno",
+      generator: () => "Deno generator",
       run: (server, _ctx, _checked, phases) =>
         oneShotLoad(server.port, c, phases),
     })),
