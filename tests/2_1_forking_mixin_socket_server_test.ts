@@ -1,0 +1,261 @@
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotEquals,
+} from "@std/assert";
+import { DENO, have, run, startRecipe, TestClient } from "./harness.ts";
+
+const FILE = "2_1_forking_mixin_socket_server.ts";
+// What `deno task 2_1` grants: the recipe spawns `deno` from PATH.
+const PERMISSIONS = ["--allow-net=localhost,127.0.0.1", "--allow-run=deno"];
+// The ready lines the benchmark relies on, exactly; group 1 is the port.
+const READY =
+  /^Server loop running PID: \d+\nListening on 127\.0\.0\.1:(\d+)\n/;
+const SERVE = { args: ["--serve"], permissions: PERMISSIONS, ready: READY };
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * Local helper: which of `pids` still exist. Deno.kill needs blanket
+ * --allow-run, which the test permission set does not give; `deno eval`
+ * (allowed as "deno", and run with all permissions) sends each one SIGCONT
+ * (harmless; Deno.kill has no signal 0) and prints the PIDs that exist.
+ */
+async function alive(pids: number[]): Promise<number[]> {
+  const code = `for (const pid of Deno.args) {
+    try { Deno.kill(Number(pid), "SIGCONT"); console.log(pid); }
+    catch (e) { if (!(e instanceof Deno.errors.NotFound)) console.log(pid); }
+  }`;
+  const result = await run(DENO, ["eval", code, ...pids.map(String)]);
+  assertEquals(result.code, 0, result.stderr);
+  return result.stdout.split("\n").filter(Boolean).map(Number);
+}
+
+/** Local helper: SIGKILL one process (see `alive` for why `deno eval`). */
+async function killPid(pid: number): Promise<void> {
+  const code = `Deno.kill(${pid}, "SIGKILL")`;
+  assertEquals((await run(DENO, ["eval", code])).code, 0);
+}
+
+/** The bytes `<pid>: <data>` a handler process answers. */
+function reply(pid: number, data: Uint8Array): Uint8Array {
+  const prefix = encoder.encode(`${pid}: `);
+  const bytes = new Uint8Array(prefix.length + data.length);
+  bytes.set(prefix);
+  bytes.set(data, prefix.length);
+  return bytes;
+}
+
+/** Sends `data` in one write, checks the whole reply, returns its PID. */
+async function exchange(port: number, data: Uint8Array) {
+  await using client = await TestClient.connect(port);
+  await client.write(data);
+  const answer = await client.readUntilClose(20_000);
+  const pid = Number(decoder.decode(answer).match(/^(\d+): /)?.[1]);
+  assertEquals(answer, reply(pid, data.subarray(0, 1024)));
+  return pid;
+}
+
+Deno.test("2_1: the book's demo prints its lines, each reply from a new process", async () => {
+  const demo = await run(DENO, ["run", "--quiet", ...PERMISSIONS, FILE]);
+  assertEquals(demo.code, 0, demo.stderr);
+  const server = demo.stdout.match(/^Server loop running PID: (\d+)\n/)?.[1];
+  assert(server, demo.stdout);
+  const sending =
+    `PID ${server} Sending echo message to the server : "Hello echo server!"\n` +
+    `Sent: 18 characters, so far...\n`;
+  const expected = new RegExp(
+    `^Server loop running PID: ${server}\n` +
+      `${sending}PID ${server} received: (\\d+): Hello echo server!\n` +
+      `First client running\n` +
+      `${sending}PID ${server} received: (\\d+): Hello echo server!\n` +
+      `Second client running\n$`,
+  );
+  const [, first, second] = demo.stdout.match(expected) ?? [];
+  assert(first && second, `unexpected demo output:\n${demo.stdout}`);
+  assertNotEquals(first, server);
+  assertNotEquals(second, server);
+  assertNotEquals(first, second);
+  // The handler processes log on the terminal they share with the server.
+  const said = (pid: string) =>
+    `Server sending response [current_process_id: data] = [${pid}: Hello echo server!]\n`;
+  assertEquals(demo.stderr, said(first) + said(second));
+});
+
+Deno.test("2_1: 20 concurrent 1 KiB requests, each answered by its own process", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  const serverPid = Number(
+    server.stdout.match(/^Server loop running PID: (\d+)\nListening on /)?.[1],
+  );
+  assert(serverPid > 0, server.stdout);
+  const pids = await Promise.all(Array.from({ length: 20 }, (_, i) => {
+    const data = encoder.encode(`client ${i} `.padEnd(1024, String(i % 10)));
+    return exchange(server.port, data);
+  }));
+  assertEquals(new Set(pids).size, 20, `handler PIDs: ${pids}`);
+  assert(!pids.includes(serverPid), "no reply comes from the server itself");
+});
+
+Deno.test("2_1: one read of at most 1024 bytes; a character cut in two does not throw", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  // 1023 ASCII bytes then "é" (2 bytes): the read ends inside the "é".
+  const data = encoder.encode("a".repeat(1023) + "é and more");
+  const pid = await exchange(server.port, data);
+  await server.waitFor(`Handler PID ${pid} exited with code 0`);
+  assertMatch(server.stderr, new RegExp(`\\[${pid}: a{1023}\uFFFD\\]\n`));
+});
+
+Deno.test("2_1: a client that leaves without sending is logged; the server goes on", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  {
+    await using _silent = await TestClient.connect(server.port);
+    await server.waitFor(
+      /Handler PID \d+ started for 127\.0\.0\.1:\d+ \(1 of 40/,
+    );
+  }
+  const [, pid] = await server.waitFor(/Handler PID (\d+) exited with code 0/);
+  assertMatch(
+    server.stderr,
+    new RegExp(`Handler PID ${pid}: client left without sending\n`),
+  );
+  await exchange(server.port, encoder.encode("still there?"));
+});
+
+Deno.test("2_1: killing a handler process closes only its connection", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  await using victim = await TestClient.connect(server.port);
+  const [, pid] = await server.waitFor(/Handler PID (\d+) started/);
+  assertEquals(await alive([Number(pid)]), [Number(pid)]);
+  await killPid(Number(pid));
+  await server.waitFor(`Handler PID ${pid} was killed by SIGKILL`);
+  assert(await victim.closedByPeer(), "the victim's connection is closed");
+  await exchange(server.port, encoder.encode("after the kill"));
+});
+
+Deno.test("2_1: a client that never sends is cut off at --timeout", async () => {
+  await using server = await startRecipe(FILE, {
+    ...SERVE,
+    args: ["--serve", "--timeout=1"],
+  });
+  await using silent = await TestClient.connect(server.port);
+  const [, pid] = await server.waitFor(
+    /Handler PID (\d+) timed out after 1 s, killing it\n/,
+  );
+  await server.waitFor(`Handler PID ${pid} was killed by SIGKILL`);
+  assert(await silent.closedByPeer(), "the silent client is disconnected");
+});
+
+Deno.test("2_1: 100 concurrent connections never hold more than 40 handlers", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  const clients = await Promise.all(
+    Array.from({ length: 100 }, () => TestClient.connect(server.port)),
+  );
+  try {
+    // Nobody has sent yet, so every handler is busy: the server is full.
+    await server.waitFor(/\(40 of 40 running\)\n/, 30_000);
+    await Promise.all(clients.map(async (client, i) => {
+      await client.write(`client ${i}`);
+      const answer = decoder.decode(await client.readUntilClose(60_000));
+      assertMatch(answer, new RegExp(`^\\d+: client ${i}$`));
+    }));
+  } finally {
+    for (const client of clients) client.close();
+  }
+  for (let i = 0; i < 100; i++) {
+    await server.waitFor(/Handler PID \d+ exited with code 0/);
+  }
+  // Replay the server's own start/exit log: its count is right at every
+  // step, and it never passes 40.
+  let running = 0, peak = 0, started = 0;
+  for (
+    const [, event, count] of server.stdout.matchAll(
+      /Handler PID \d+ (started|exited).*\((\d+) of 40 running\)/g,
+    )
+  ) {
+    running += event === "started" ? 1 : -1;
+    started += event === "started" ? 1 : 0;
+    assertEquals(Number(count), running);
+    peak = Math.max(peak, running);
+  }
+  assertEquals([started, peak, running], [100, 40, 0]);
+  server.kill("SIGTERM");
+  assertEquals((await server.exit()).code, 0);
+  assertMatch(server.stdout, /Peak: 40 of 40; 0 left running\n$/);
+});
+
+Deno.test("2_1: SIGTERM and SIGINT kill and reap every handler, close every client, exit 0", async () => {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    await using server = await startRecipe(FILE, SERVE);
+    const clients = await Promise.all(
+      Array.from({ length: 3 }, () => TestClient.connect(server.port)),
+    );
+    const pids: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      pids.push(Number((await server.waitFor(/Handler PID (\d+) started/))[1]));
+    }
+    assertEquals((await alive(pids)).length, 3, "the handlers run");
+    server.kill(signal);
+    assertEquals((await server.exit()).code, 0, server.transcript);
+    assertMatch(server.stdout, /Shutting down: killing 3 handlers\.\.\.\n/);
+    for (const pid of pids) {
+      assertMatch(
+        server.stdout,
+        new RegExp(`PID ${pid} was killed by SIGTERM`),
+      );
+    }
+    assertMatch(server.stdout, /Peak: 3 of 40; 0 left running\n$/);
+    for (const client of clients) {
+      assert(await client.closedByPeer(), `a client is closed on ${signal}`);
+      client.close();
+    }
+    assertEquals(await alive(pids), [], "no handler process is left");
+  }
+});
+
+Deno.test("2_1: --allow-run naming this Deno binary works too; no --allow-run is an error", async () => {
+  {
+    await using server = await startRecipe(FILE, {
+      args: ["--serve"],
+      permissions: [PERMISSIONS[0], `--allow-run=${Deno.execPath()}`],
+    });
+    await exchange(server.port, encoder.encode("by path"));
+  }
+  const denied = await run(DENO, ["run", PERMISSIONS[0], FILE, "--serve"]);
+  assertEquals(denied.code, 1);
+  assertMatch(denied.stderr, /^Error: handler processes need --allow-run=deno/);
+});
+
+Deno.test("2_1: --help exits 0; bad arguments exit 2 with argparse's usage", async () => {
+  const help = await run(DENO, ["run", FILE, "--help"]);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^usage: .*\[--serve\] \[--port PORT\]/);
+  for (
+    const bad of [["--port=abc"], ["--port=70000"], ["--timeout=0"], ["-x"]]
+  ) {
+    const result = await run(DENO, ["run", FILE, ...bad]);
+    assertEquals(result.code, 2, `exit code for ${bad}`);
+    assertMatch(result.stderr, /^usage: .*\n.*: error: /);
+  }
+});
+
+Deno.test("2_1: a port already in use is a one-line error and exit 1", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  const args = [...PERMISSIONS, FILE, "--serve", `--port=${server.port}`];
+  const result = await run(DENO, ["run", ...args]);
+  assertEquals(result.code, 1);
+  assertMatch(result.stderr, /^Error: cannot listen on localhost:\d+: .*\n$/);
+});
+
+Deno.test({
+  name: "2_1: a real nc client gets its reply",
+  ignore: !have("nc"),
+  async fn() {
+    await using server = await startRecipe(FILE, SERVE);
+    const nc = await run("nc", ["-N", "127.0.0.1", String(server.port)], {
+      input: "hello from netcat\n",
+    });
+    assertMatch(nc.stdout, /^\d+: hello from netcat\n$/);
+  },
+});
+if (!have("nc")) console.warn("skipping the nc test: nc is not installed");
