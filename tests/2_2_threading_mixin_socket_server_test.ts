@@ -1,0 +1,186 @@
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { DENO, have, run, startRecipe, TestClient } from "./harness.ts";
+
+const FILE = "2_2_threading_mixin_socket_server.ts";
+// What `deno task 2_2` grants: each Worker loads this file, so it reads it.
+const PERMISSIONS = ["--allow-net=localhost,127.0.0.1", `--allow-read=${FILE}`];
+// The ready lines the benchmark relies on, exactly; group 1 is the port.
+const READY =
+  /^Server loop running on thread: MainThread\nListening on 127\.0\.0\.1:(\d+)\n/;
+const SERVE = { args: ["--serve"], permissions: PERMISSIONS, ready: READY };
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Sends `data` in one write; checks the whole reply; returns the thread. */
+async function exchange(port: number, data: Uint8Array, halfClose = false) {
+  await using client = await TestClient.connect(port);
+  await client.write(data);
+  if (halfClose) await client.closeWrite();
+  const answer = await client.readUntilClose(20_000);
+  const thread = decoder.decode(answer).match(/^(Thread-\d+): /)?.[1];
+  const prefix = encoder.encode(`${thread}: `);
+  const expected = new Uint8Array(prefix.length + Math.min(data.length, 1024));
+  expected.set(prefix);
+  expected.set(data.subarray(0, 1024), prefix.length);
+  assertEquals(answer, expected);
+  return thread!;
+}
+
+Deno.test("2_2: the book's demo prints its lines, each reply from a new thread", async () => {
+  const demo = await run(DENO, ["run", "--quiet", ...PERMISSIONS, FILE]);
+  assertEquals(demo.code, 0, demo.stderr);
+  const [, ...threads] = demo.stdout.match(
+    new RegExp(
+      "^Server loop running on thread: MainThread\n" +
+        [1, 2, 3].map((i) =>
+          `Client received: (Thread-\\d+): Hello from client ${i}\n`
+        ).join("") + "$",
+    ),
+  ) ?? [];
+  assertEquals(threads.length, 3, `unexpected demo output:\n${demo.stdout}`);
+  assertEquals(new Set(threads).size, 3, `thread names: ${threads}`);
+  assertEquals(demo.stderr, "");
+});
+
+Deno.test("2_2: 20 concurrent 1 KiB requests, each answered by its own thread", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  const threads = await Promise.all(Array.from({ length: 20 }, (_, i) => {
+    const data = encoder.encode(`client ${i} `.padEnd(1024, String(i % 10)));
+    return exchange(server.port, data);
+  }));
+  assertEquals(new Set(threads).size, 20, `thread names: ${threads}`);
+});
+
+Deno.test("2_2: one read of at most 1024 bytes; a character cut in two does not throw", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  // 1023 ASCII bytes then "é" (2 bytes): the read ends inside the "é".
+  const data = encoder.encode("a".repeat(1023) + "é and more");
+  const thread = await exchange(server.port, data);
+  await server.waitFor(
+    `${thread} replied with ${thread.length + 2 + 1024} bytes`,
+  );
+});
+
+Deno.test("2_2: a client that half-closes right after sending still gets its reply", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  await exchange(server.port, encoder.encode("then EOF"), true);
+});
+
+Deno.test("2_2: a client that leaves without sending is logged; the server goes on", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  {
+    await using _silent = await TestClient.connect(server.port);
+    await server.waitFor(/Thread-1 started for 127\.0\.0\.1:\d+ \(1 of 40/);
+  }
+  await server.waitFor(/Thread-1 client left without sending; terminated/);
+  assertEquals(await exchange(server.port, encoder.encode("next")), "Thread-2");
+});
+
+Deno.test("2_2: a client that never sends is cut off at --timeout", async () => {
+  await using server = await startRecipe(FILE, {
+    ...SERVE,
+    args: ["--serve", "--timeout=1"],
+  });
+  await using silent = await TestClient.connect(server.port);
+  await server.waitFor(/Thread-1 timed out after 1 s; terminated \(0 of 40/);
+  assert(await silent.closedByPeer(), "the silent client is disconnected");
+  await exchange(server.port, encoder.encode("after the timeout"));
+});
+
+Deno.test("2_2: 100 concurrent connections never hold more than 40 Workers", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  const clients = await Promise.all(
+    Array.from({ length: 100 }, () => TestClient.connect(server.port)),
+  );
+  try {
+    // Nobody has sent yet, so every handler is busy: the server is full.
+    await server.waitFor(/\(40 of 40 running\)\n/, 30_000);
+    await Promise.all(clients.map(async (client, i) => {
+      await client.write(`client ${i}`);
+      const answer = decoder.decode(await client.readUntilClose(60_000));
+      assertMatch(answer, new RegExp(`^Thread-\\d+: client ${i}$`));
+    }));
+  } finally {
+    for (const client of clients) client.close();
+  }
+  for (let i = 0; i < 100; i++) {
+    await server.waitFor(/Thread-\d+ replied with \d+ bytes; terminated/);
+  }
+  // Replay the server's own start/end log: its count is right at every
+  // step, and it never passes 40.
+  let running = 0, peak = 0, started = 0;
+  for (
+    const [, event, count] of server.stdout.matchAll(
+      /Thread-\d+ (started|replied).*\((\d+) of 40 running\)/g,
+    )
+  ) {
+    running += event === "started" ? 1 : -1;
+    started += event === "started" ? 1 : 0;
+    assertEquals(Number(count), running);
+    peak = Math.max(peak, running);
+  }
+  assertEquals([started, peak, running], [100, 40, 0]);
+  server.kill("SIGTERM");
+  assertEquals((await server.exit()).code, 0);
+  assertMatch(server.stdout, /Peak: 40 of 40; 0 left running\n$/);
+});
+
+Deno.test("2_2: SIGTERM and SIGINT terminate every Worker, close every client, exit 0", async () => {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    await using server = await startRecipe(FILE, SERVE);
+    const clients = await Promise.all(
+      Array.from({ length: 3 }, () => TestClient.connect(server.port)),
+    );
+    await server.waitFor(/\(3 of 40 running\)\n/);
+    server.kill(signal);
+    assertEquals((await server.exit()).code, 0, server.transcript);
+    assertMatch(server.stdout, /Shutting down: terminating 3 threads\.\.\.\n/);
+    const stopped = server.stdout.match(/stopped by shutdown; terminated/g);
+    assertEquals(stopped?.length, 3, server.stdout);
+    assertMatch(server.stdout, /Peak: 3 of 40; 0 left running\n$/);
+    for (const client of clients) {
+      assert(await client.closedByPeer(), `a client is closed on ${signal}`);
+      client.close();
+    }
+  }
+});
+
+Deno.test("2_2: without read access to itself it says so and exits 1", async () => {
+  const denied = await run(DENO, ["run", PERMISSIONS[0], FILE, "--serve"]);
+  assertEquals(denied.code, 1);
+  assertMatch(denied.stderr, /^Error: handler Workers need --allow-read=2_2_/);
+});
+
+Deno.test("2_2: --help exits 0; bad arguments exit 2 with argparse's usage", async () => {
+  const help = await run(DENO, ["run", FILE, "--help"]);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^usage: .*\[--serve\] \[--port PORT\]/);
+  for (
+    const bad of [["--port=abc"], ["--port=70000"], ["--timeout=x"], ["-x"]]
+  ) {
+    const result = await run(DENO, ["run", FILE, ...bad]);
+    assertEquals(result.code, 2, `exit code for ${bad}`);
+    assertMatch(result.stderr, /^usage: .*\n.*: error: /);
+  }
+});
+
+Deno.test("2_2: a port already in use is a one-line error and exit 1", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  const args = [...PERMISSIONS, FILE, "--serve", `--port=${server.port}`];
+  const result = await run(DENO, ["run", ...args]);
+  assertEquals(result.code, 1);
+  assertMatch(result.stderr, /^Error: cannot listen on localhost:\d+: .*\n$/);
+});
+
+Deno.test({
+  name: "2_2: a real nc client gets its reply",
+  ignore: !have("nc"),
+  async fn() {
+    await using server = await startRecipe(FILE, SERVE);
+    const nc = await run("nc", ["-N", "127.0.0.1", String(server.port)], {
+      input: "hello from netcat\n",
+    });
+    assertEquals(nc.stdout, "Thread-1: hello from netcat\n");
+  },
+});
+if (!have("nc")) console.warn("skipping the nc test: nc is not installed");
