@@ -1,0 +1,161 @@
+/**
+ * Real transcripts for the READMEs: each session below runs a recipe the way
+ * the README tells a reader to, with real processes and sockets, and returns
+ * what the reader's terminals would show.
+ *
+ *     deno task transcripts     # rewrite the transcript blocks of both READMEs
+ *
+ * tests/readme_test.ts runs the same sessions and checks that the READMEs
+ * still show what the scripts print now, numbers such as PIDs and ports aside.
+ * The real port is shown as 8800, the port the READMEs' commands use.
+ */
+import { ALLOW_NET, startRecipe, TestClient } from "./harness.ts";
+
+export const README_FILES = ["README.md", "README.ko.md"];
+const SHOWN_PORT = "8800";
+
+/** One terminal: its command line, then what it printed. */
+function terminal(command: string, output: string): string {
+  return `$ ${command}\n${output.trimEnd()}`;
+}
+
+/** Shows the real port as the README's 8800. */
+function showPort(text: string, port: number): string {
+  return text.replaceAll(String(port), SHOWN_PORT);
+}
+
+/** `deno task 2_1`: the book's demo; handler lines come on stderr. */
+async function forkingSession(): Promise<string> {
+  await using demo = await startRecipe("2_1_forking_mixin_socket_server.ts", {
+    permissions: [ALLOW_NET, "--allow-run=deno"],
+    ready: /Second client running\n/,
+    port: false,
+  });
+  await demo.exit();
+  // Each handler process writes its line to the shared terminal before it
+  // answers, so on a terminal it stands just before the client's "received".
+  const handlerLines = demo.stderr.split("\n").filter((l) => l !== "");
+  const lines = demo.stdout.trimEnd().split("\n").flatMap((line) =>
+    / received: /.test(line) ? [handlerLines.shift() ?? "", line] : [line]
+  );
+  return terminal("deno task 2_1", lines.join("\n"));
+}
+
+/** `deno task 2_2`: the book's demo. */
+async function threadingSession(): Promise<string> {
+  await using demo = await startRecipe("2_2_threading_mixin_socket_server.ts", {
+    permissions: [
+      ALLOW_NET,
+      "--allow-read=2_2_threading_mixin_socket_server.ts",
+    ],
+    ready: /Hello from client 3\n/,
+    port: false,
+  });
+  await demo.exit();
+  return terminal("deno task 2_2", demo.stdout);
+}
+
+/** The book's conversation: a server and two clients in three terminals. */
+async function chatSession(): Promise<string> {
+  const file = "2_3_chat_server_with_select.ts";
+  await using server = await startRecipe(file, {
+    args: ["--name=server"],
+    ready: /Server listening to port: (\d+) \.\.\.\n/,
+  });
+  const client = async (name: string) => {
+    const started = await startRecipe(file, {
+      args: [`--name=${name}`, `--port=${server.port}`],
+      ready: /Now connected to chat server@ port \d+\n/,
+      port: false,
+    });
+    await started.waitFor(`[${name}@127.0.0.1]> `);
+    return started;
+  };
+  await using client1 = await client("client1");
+  await using client2 = await client("client2");
+  await client1.waitFor("(Connected: New client (2) from client2@127.0.0.1)");
+  await client1.write("Hello from client1\n");
+  await client2.waitFor(">>Hello from client1\n");
+  await client2.write("Hi client1, this is client2\n");
+  await client1.waitFor(">>Hi client1, this is client2\n");
+  client2.kill("SIGINT");
+  await client2.exit();
+  await client1.waitFor("(Now hung up: Client from client2@127.0.0.1)");
+  await server.write("\n");
+  await server.exit();
+  await client1.exit();
+  const command = (name: string) => `deno task 2_3 --name=${name} --port=8800`;
+  return [
+    terminal(command("server"), showPort(server.stdout, server.port)),
+    terminal(command("client1"), showPort(client1.stdout, server.port)),
+    terminal(command("client2"), showPort(client2.stdout, server.port)),
+  ].join("\n\n");
+}
+
+/** The echo server, and one nc session typing two lines. */
+async function echoSession(): Promise<string> {
+  await using server = await startRecipe("2_5_echo_server_with_diesel.ts");
+  const typed = ["Hello Diesel", "안녕하세요"];
+  const client = await TestClient.connect(server.port);
+  const clientView: string[] = [];
+  for (const line of typed) {
+    await client.write(`${line}\n`);
+    clientView.push(line, (await client.readLine()).trimEnd());
+  }
+  client.close();
+  await server.waitFor(/disconnected\n/);
+  server.kill("SIGINT");
+  await server.exit();
+  return [
+    terminal("deno task 2_5 --port=8800", showPort(server.stdout, server.port)),
+    terminal("nc localhost 8800", clientView.join("\n")),
+  ].join("\n\n");
+}
+
+/** The sessions by README block name. */
+export const SESSIONS: Record<string, () => Promise<string>> = {
+  "2_1": forkingSession,
+  "2_2": threadingSession,
+  "2_3": chatSession,
+  "2_5": echoSession,
+};
+
+/** Hides what differs from run to run: PIDs, ports, connection numbers. */
+export function normalize(text: string): string {
+  return text.replace(/\d{3,}/g, "N");
+}
+
+const BLOCK =
+  /<!-- transcript (\S+) -->\n\n?```text\n([\s\S]*?)```\n\n?<!-- \/transcript -->/g;
+
+/** The transcript blocks of a README, by session name. */
+export function transcriptBlocks(markdown: string): Map<string, string> {
+  return new Map([...markdown.matchAll(BLOCK)].map((m) => [m[1], m[2]]));
+}
+
+/** The README with each named block's text replaced. */
+export function replaceBlocks(
+  markdown: string,
+  texts: Map<string, string>,
+): string {
+  return markdown.replace(BLOCK, (whole, name) => {
+    const text = texts.get(name);
+    return text === undefined
+      ? whole
+      : `<!-- transcript ${name} -->\n\n\`\`\`text\n${text}\n\`\`\`\n\n<!-- /transcript -->`;
+  });
+}
+
+if (import.meta.main) {
+  const texts = new Map<string, string>();
+  for (const [name, session] of Object.entries(SESSIONS)) {
+    console.log(`capturing ${name} ...`);
+    texts.set(name, await session());
+  }
+  for (const file of README_FILES) {
+    const path = new URL(`../${file}`, import.meta.url);
+    const before = await Deno.readTextFile(path);
+    await Deno.writeTextFile(path, replaceBlocks(before, texts));
+    console.log(`updated ${file}`);
+  }
+}
