@@ -1,0 +1,295 @@
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import {
+  DENO,
+  have,
+  run,
+  startRecipe,
+  TestClient,
+  withDeadline,
+} from "./harness.ts";
+
+const FILE = "2_4_simple_web_server_with_epoll.ts";
+const decoder = new TextDecoder();
+const DASHES = "-".repeat(40);
+/** The book's response bytes, plus `Connection: close` (see the header). */
+const RESPONSE = "HTTP/1.1 200 OK\r\n" +
+  "Date: Mon, 1 Apr 2013 01:01:01 GMT\r\n" +
+  "Content-Type: text/plain\r\n" +
+  "Content-Length: 25\r\n" +
+  "Connection: close\r\n" +
+  "\r\n" +
+  "\nHello from Epoll Server!";
+const TOO_LARGE = "HTTP/1.1 431 Request Header Fields Too Large\r\n" +
+  "Content-Length: 0\r\nConnection: close\r\n\r\n";
+const MAX_HEAD = 8 * 1024;
+
+/** Sends `head` on a fresh connection; returns all it gets until the close. */
+async function request(port: number, head: string): Promise<string> {
+  await using client = await TestClient.connect(port);
+  await client.write(head);
+  return decoder.decode(await client.readUntilClose());
+}
+
+/** A request head of exactly `size` bytes, "\r\n\r\n" included. */
+function headOfSize(size: number): string {
+  const start = "GET / HTTP/1.1\r\nX-Padding: ";
+  return start + "a".repeat(size - start.length - 4) + "\r\n\r\n";
+}
+
+Deno.test("2_4: exact response bytes; the head printed as in the book's listing", async () => {
+  await using server = await startRecipe(FILE);
+  assertMatch(
+    server.stdout,
+    /^Started Epoll Server\nListening on http:\/\/localhost:\d+\/\n/,
+  );
+  const head = `GET / HTTP/1.1\r\nHost: localhost:${server.port}\r\n` +
+    "User-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+  assertEquals(await request(server.port, head), RESPONSE);
+  // The book prints the request minus its last two bytes, then a newline.
+  await server.waitFor(`${DASHES}\n${head.slice(0, -2)}\n`);
+});
+
+Deno.test("2_4: fetch() sees the status, the headers and the body", async () => {
+  await using server = await startRecipe(FILE);
+  const response = await fetch(`http://127.0.0.1:${server.port}/hello`);
+  assertEquals(response.status, 200);
+  assertEquals(response.headers.get("content-type"), "text/plain");
+  assertEquals(response.headers.get("date"), "Mon, 1 Apr 2013 01:01:01 GMT");
+  assertEquals(await response.text(), "\nHello from Epoll Server!");
+  await server.waitFor(`${DASHES}\nGET /hello HTTP/1.1\r\n`);
+});
+
+Deno.test("2_4: a request sent one byte at a time, ending in \\n\\n or \\r\\n\\r\\n", async () => {
+  await using server = await startRecipe(FILE);
+  for (const head of ["GET /lf HTTP/1.0\nX: y\n\n", headOfSize(300)]) {
+    await using client = await TestClient.connect(server.port);
+    client.conn.setNoDelay(true); // one segment per byte, where it can
+    for (const byte of new TextEncoder().encode(head)) {
+      await client.write(new Uint8Array([byte]));
+    }
+    assertEquals(decoder.decode(await client.readUntilClose()), RESPONSE);
+    await server.waitFor(`${DASHES}\n${head.slice(0, -2)}\n`);
+  }
+});
+
+Deno.test("2_4: binary garbage is answered and printed safely", async () => {
+  await using server = await startRecipe(FILE);
+  // One byte per character: invalid UTF-8, ESC (a terminal escape), NUL.
+  const garbage = Uint8Array.from(
+    "\xff\xfe\x1b[2J\x00\xc3(\n\n",
+    (c) => c.charCodeAt(0),
+  );
+  await using client = await TestClient.connect(server.port);
+  await client.write(garbage);
+  assertEquals(decoder.decode(await client.readUntilClose()), RESPONSE);
+  // Invalid UTF-8 becomes U+FFFD; ESC and NUL are shown escaped, not sent raw.
+  await server.waitFor(`${DASHES}\n\ufffd\ufffd\\x1b[2J\\x00\ufffd(\n`);
+});
+
+Deno.test("2_4: slowloris: no complete head within --header-timeout is closed", async () => {
+  await using server = await startRecipe(FILE, {
+    args: ["--header-timeout=1"],
+  });
+  const started = performance.now();
+  await using slow = await TestClient.connect(server.port);
+  await slow.write("GET / HTTP/1.1\r\nHost: slow\r\n");
+  // Others are served while the slow client waits.
+  assertEquals(await request(server.port, "GET / HTTP/1.0\r\n\r\n"), RESPONSE);
+  assert(await slow.closedByPeer(5_000), "the slow client is closed");
+  const elapsed = performance.now() - started;
+  assert(elapsed >= 950, `closed after ${elapsed} ms, before the 1 s limit`);
+  await server.waitFor(/connection \d+: closed \(no complete head in time\)\n/);
+});
+
+Deno.test("2_4: a head over 8 KiB gets a 431 and a clean close; 8 KiB is served", async () => {
+  await using server = await startRecipe(FILE);
+  assertEquals(await request(server.port, headOfSize(MAX_HEAD)), RESPONSE);
+  assertEquals(await request(server.port, headOfSize(MAX_HEAD + 1)), TOO_LARGE);
+  await server.waitFor(/connection \d+: request head too large, sent 431\n/);
+  // A client still sending (8 MiB, more than the socket buffers hold) can
+  // finish: the server reads on until the client's EOF, then closes cleanly.
+  await using flooder = await TestClient.connect(server.port);
+  await flooder.write("GET / HTTP/1.1\r\nX: " + "b".repeat(8 * 1024 * 1024));
+  await flooder.closeWrite();
+  assertEquals(decoder.decode(await flooder.readUntilClose()), TOO_LARGE);
+  assertEquals(await request(server.port, "GET / HTTP/1.0\r\n\r\n"), RESPONSE);
+});
+
+Deno.test("2_4: a half-close or a reset mid-request closes only that client", async () => {
+  await using server = await startRecipe(FILE);
+  {
+    await using quitter = await TestClient.connect(server.port);
+    await quitter.write("GET / HT");
+    await quitter.closeWrite(); // the book's loop spun here forever
+    assert(await quitter.closedByPeer(), "the half-closed client is closed");
+    await server.waitFor(/connection \d+: closed by the client mid-request\n/);
+  }
+  {
+    // A real reset: a process that exits with the server's 431 unread in its
+    // socket makes the kernel send RST (Deno's close() would send a FIN first).
+    const rude = await run(DENO, ["run", "--allow-net=127.0.0.1", "-"], {
+      input: `const c = await Deno.connect({ port: ${server.port} });
+        await c.write(new TextEncoder().encode("GET /" + "c".repeat(9000)));
+        await c.read(new Uint8Array(1));
+        Deno.exit(0);`,
+    });
+    assertEquals(rude.code, 0, rude.stderr);
+    await server.waitFor(/connection \d+: closed \(ConnectionReset: .*\)\n/);
+  }
+  assertEquals(await request(server.port, "GET / HTTP/1.0\r\n\r\n"), RESPONSE);
+});
+
+Deno.test("2_4: 1,000 idle connections held open; 100 active requests served", async () => {
+  await using server = await startRecipe(FILE, {
+    args: ["--header-timeout=120"],
+  });
+  const idle: TestClient[] = [];
+  try {
+    await withDeadline(
+      (async () => {
+        for (let batch = 0; batch < 10; batch++) {
+          const opened = await Promise.allSettled(
+            Array.from({ length: 100 }, () => TestClient.connect(server.port)),
+          );
+          for (const r of opened) {
+            if (r.status === "fulfilled") idle.push(r.value);
+          }
+          const failed = opened.find((r) => r.status === "rejected");
+          if (failed) {
+            throw new Error(
+              `${failed.reason} after ${idle.length} connections ` +
+                "(this test needs a hard `ulimit -n` of 1,200 or more)",
+            );
+          }
+        }
+        // Half send nothing, half the start of a request; then all wait.
+        await Promise.all(
+          idle.map((c, i) => i % 2 ? c.write("GET /idle HTTP/1.1\r\n") : null),
+        );
+      })(),
+      30_000,
+      "opening 1,000 idle connections",
+    );
+    const active = Array.from(
+      { length: 100 },
+      (_, i) => request(server.port, `GET /active/${i} HTTP/1.1\r\n\r\n`),
+    );
+    for (const reply of await Promise.all(active)) {
+      assertEquals(reply, RESPONSE);
+    }
+    // Every idle connection was kept, with its partial request: finish them.
+    const finished = idle.map(async (c, i) => {
+      await c.write(i % 2 ? "\r\n" : "GET /late HTTP/1.1\r\n\r\n");
+      return decoder.decode(await c.readUntilClose(30_000));
+    });
+    for (const reply of await Promise.all(finished)) {
+      assertEquals(reply, RESPONSE);
+    }
+  } finally {
+    for (const client of idle) client.close();
+  }
+});
+
+Deno.test("2_4: SIGINT and SIGTERM close every connection and exit 0", async () => {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    await using server = await startRecipe(FILE);
+    await using client = await TestClient.connect(server.port);
+    await client.write("GET / HTTP/1.1\r\n");
+    assertEquals(
+      await request(server.port, "GET / HTTP/1.0\r\n\r\n"),
+      RESPONSE,
+    );
+    server.kill(signal);
+    assertEquals((await server.exit()).code, 0);
+    assertMatch(server.stdout, /Shutting down epoll server\.\.\.\n$/);
+    assert(await client.closedByPeer(), `the client is closed on ${signal}`);
+  }
+});
+
+Deno.test("2_4: --help exits 0; bad arguments exit 2 with argparse's usage", async () => {
+  const help = await run(DENO, ["run", FILE, "--help"]);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^usage: .* --port PORT .*--header-timeout/);
+  for (
+    const bad of [
+      [],
+      ["--port=abc"],
+      ["--port=70000"],
+      ["--port=0", "--header-timeout=0"],
+      ["--port=0", "--header-timeout=soon"],
+      ["--port=0", "--verbose"],
+    ]
+  ) {
+    const result = await run(DENO, ["run", FILE, ...bad]);
+    assertEquals(result.code, 2, `exit code for ${bad}`);
+    assertMatch(result.stderr, /^usage: .*\n.*: error: .*\n$/);
+  }
+});
+
+Deno.test("2_4: a port already in use is a one-line error and exit 1", async () => {
+  await using server = await startRecipe(FILE);
+  const result = await run(DENO, [
+    "run",
+    "--allow-net=localhost,127.0.0.1",
+    FILE,
+    `--port=${server.port}`,
+  ]);
+  assertEquals(result.code, 1);
+  assertMatch(
+    result.stderr,
+    /^Error: cannot listen on localhost:\d+: .*in use.*\n$/,
+  );
+});
+
+Deno.test({
+  name: "2_4: a real curl gets the body",
+  ignore: !have("curl"),
+  async fn() {
+    await using server = await startRecipe(FILE);
+    const url = `http://localhost:${server.port}/`;
+    const curl = await run("curl", ["-sS", "--max-time", "10", url]);
+    assertEquals(curl.code, 0, curl.stderr);
+    assertEquals(curl.stdout, "\nHello from Epoll Server!");
+    await server.waitFor(/\nGET \/ HTTP\/1\.1\r\n[^]*?User-Agent: curl\//);
+  },
+});
+if (!have("curl")) {
+  console.warn("skipping the curl test: curl is not installed");
+}
+
+Deno.test({
+  name: "2_4: headless Chromium shows the page; the server prints its GET /",
+  ignore: !have("chromium"),
+  async fn() {
+    await using server = await startRecipe(FILE);
+    const profile = await Deno.makeTempDir({ prefix: "2_4_chromium_" });
+    try {
+      const chromium = await run("chromium", [
+        "--headless",
+        "--no-sandbox", // as root
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        `--user-data-dir=${profile}`,
+        "--dump-dom",
+        `http://localhost:${server.port}/`,
+      ], { ms: 60_000 });
+      assertMatch(
+        chromium.stdout,
+        /<pre[^>]*>\nHello from Epoll Server!<\/pre>/,
+        `chromium exited ${chromium.code}: ${chromium.stderr}`,
+      );
+      await server.waitFor(
+        /-{40}\nGET \/ HTTP\/1\.1\r\nHost: localhost:\d+\r\n[^]*?User-Agent: [^\r\n]*HeadlessChrome\/[^]*?\r\n\n/,
+      );
+    } finally {
+      await Deno.remove(profile, { recursive: true });
+    }
+  },
+});
+if (!have("chromium")) {
+  console.warn("skipping the Chromium test: chromium is not installed");
+}
