@@ -9,14 +9,17 @@
  * still show what the scripts print now, numbers such as PIDs and ports aside.
  * The real port is shown as 8800, the port the READMEs' commands use.
  */
-import { ALLOW_NET, startRecipe, TestClient } from "./harness.ts";
+import { ALLOW_NET, run, startRecipe, TestClient } from "./harness.ts";
+
+/** Sessions that need a peer program, which the README test skips without. */
+export const NEEDS: Record<string, string> = { "2_4": "curl" };
 
 export const README_FILES = ["README.md", "README.ko.md"];
 const SHOWN_PORT = "8800";
 
-/** One terminal: its command line, then what it printed. */
+/** One terminal: its command line, then what it printed (a terminal hides "\r"). */
 function terminal(command: string, output: string): string {
-  return `$ ${command}\n${output.trimEnd()}`;
+  return `$ ${command}\n${output.replaceAll("\r", "").trimEnd()}`;
 }
 
 /** Shows the real port as the README's 8800. */
@@ -92,6 +95,20 @@ async function chatSession(): Promise<string> {
   ].join("\n\n");
 }
 
+/** The web server, and curl from a second terminal. */
+async function epollSession(): Promise<string> {
+  await using server = await startRecipe("2_4_simple_web_server_with_epoll.ts");
+  const url = `http://localhost:${server.port}/`;
+  const curl = await run("curl", ["-sS", "--max-time", "10", url]);
+  await server.waitFor(/User-Agent: curl\/[^]*?\n\n/);
+  server.kill("SIGINT");
+  await server.exit();
+  return [
+    terminal("deno task 2_4 --port=8800", showPort(server.stdout, server.port)),
+    terminal("curl http://localhost:8800/", curl.stdout),
+  ].join("\n\n");
+}
+
 /** The echo server, and one nc session typing two lines. */
 async function echoSession(): Promise<string> {
   await using server = await startRecipe("2_5_echo_server_with_diesel.ts");
@@ -117,6 +134,7 @@ export const SESSIONS: Record<string, () => Promise<string>> = {
   "2_1": forkingSession,
   "2_2": threadingSession,
   "2_3": chatSession,
+  "2_4": epollSession,
   "2_5": echoSession,
 };
 
