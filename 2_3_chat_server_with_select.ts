@@ -1,51 +1,41 @@
 /**
  * Recipe 2_3: "Writing a chat server using select.select" (Python Network
- * Programming Cookbook, chapter 2), ported to Deno: the server and its client
- * in one script, as in the book. Run the server, then a client per terminal:
+ * Programming Cookbook, chapter 2) in Deno: server and client in one script,
+ * as in the book. Run the server, then a client per terminal:
  *
  *     deno task 2_3 --name=server --port=8800
  *     deno task 2_3 --name=client1 --port=8800
  *     deno task 2_3 --name=client2 --port=8800
  *     # the task is: deno run --allow-net=localhost,127.0.0.1 2_3_chat_server_with_select.ts
  *
- * Type lines into a client. A line typed into the server stops it, as does
- * Ctrl-C. `nc localhost 8800` connects but cannot chat: the protocol is binary
- * frames, so your text reads as a huge frame length and nc is dropped.
+ * Type lines into a client; a line typed into the server stops it, as does
+ * Ctrl-C. `nc localhost 8800` cannot chat: its text reads as a frame length.
  *
- * From Python to Deno:
- * - `select.select(inputs, outputs, [])` returned whatever was ready. Here each
- *   input is an async iterable of events (new connections, stdin lines, each
- *   client's frames, Ctrl-C) and `MuxAsyncIterator` merges them in arrival
- *   order, so `run()` keeps the book's loop and its three branches. As with
- *   select, a client is read again only once the loop took its last event,
- *   which holds every whole frame that one read brought: a burst goes on to
- *   each other client in one write.
- * - select's write set becomes a queue and one writer per client
- *   (`Channel.send`): writing to one client never waits on another.
- * - A frame is a 4-byte big-endian length, then UTF-8 JSON: the array of
- *   `send()`'s args. The book used pickle, which runs any code a peer sends,
- *   behind a `struct.pack("L")` length (8 bytes on 64-bit Linux, 4 on
- *   Windows). Connection ids count from 1: Deno has no `fileno()`.
+ * From Python to Deno: select's inputs (connections, stdin, clients, Ctrl-C)
+ * become async iterables of events merged by `MuxAsyncIterator`, so `run()`
+ * keeps the book's loop and branches; as with select, a client is read again
+ * once the loop took its last event (all the frames one read brought). The
+ * write set becomes a queue and one writer per client. A frame is a 4-byte
+ * big-endian length (the book's `struct.pack("L")` took 8 on 64-bit Linux) and
+ * UTF-8 JSON, not pickle (which runs any code a peer sends). Connection ids
+ * count from 1: Deno has no `fileno()`.
  *
  * Fixed from the book:
- * - One silent connection froze everyone: the name was read with a blocking
- *   `receive()` right after accept. Here NAME is that connection's first
- *   event, due within 10 seconds.
- * - `receive()` lost data when TCP split a frame; `send()` wrote header and
- *   payload separately (Nagle delays). Frames are read whole and written in
- *   one buffer, with `setNoDelay(true)`.
- * - Bounds: a frame over 64 KiB, a frame cut short by a hang-up, bytes that
- *   are not a JSON array of text, a first frame that is not `NAME: ...`, or
- *   1 MiB queued for a client that stopped reading: that client is dropped
- *   with a log line, and everyone else carries on.
- * - End of stdin no longer spins the loop: server and client keep running.
- *   The client count also goes down for a dropped client, not only a clean
- *   hang-up, and the client refuses a line too long to send.
+ * - One silent connection froze everyone (its name was read with a blocking
+ *   `receive()`): NAME is now its first event, due within 10 seconds.
+ * - `receive()` lost data when TCP split a frame; `send()` wrote one in two
+ *   parts (Nagle delays). Frames are read whole, written in one buffer.
+ * - A frame over 64 KiB or cut short, bytes that are not a JSON array of text,
+ *   a first frame other than NAME, or 1 MiB queued for a client that stopped
+ *   reading: that client is dropped with a log line.
+ * - End of stdin no longer spins the loop; a dropped client is counted out;
+ *   the client refuses a line too long to send.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
 import { concat } from "@std/bytes/concat";
 import { MuxAsyncIterator } from "@std/async/mux-async-iterator";
+import { TextLineStream } from "@std/streams/text-line-stream";
 
 const SERVER_HOST = "localhost";
 const CHAT_SERVER_NAME = "server";
@@ -53,16 +43,8 @@ const MAX_FRAME_BYTES = 64 * 1024;
 const MAX_QUEUE_BYTES = 1024 * 1024;
 const NAME_TIMEOUT_MS = 10_000;
 const READ_SIZE = 16 * 1024;
-const SIGNALS = Deno.build.os === "windows"
-  ? ["SIGINT"]
-  : ["SIGINT", "SIGTERM"];
-const USAGE =
-  "usage: 2_3_chat_server_with_select.ts [-h] --name NAME --port PORT";
-const HELP = `${USAGE}
-
-Socket Server Example with Select, ported to Deno: --name=${CHAT_SERVER_NAME} runs
-the server, any other name a client; --port=0 gives a server a free port.`;
-
+const FILE = "2_3_chat_server_with_select.ts";
+const USAGE = `usage: ${FILE} [-h] --name NAME --port PORT`;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -74,14 +56,10 @@ type Event =
   | { source: "client"; channel: Channel; data: string[] | null };
 type Mux = AsyncIterable<Event> & { add(it: AsyncIterable<Event>): void };
 
-class FrameError extends Error {}
-
-/** What the book's `send()` wrote, as one buffer: length, then JSON. */
+/** What the book's `send()` wrote, in one buffer: the length, then JSON. */
 export function frame(...args: string[]): Uint8Array {
-  const json = encoder.encode(JSON.stringify(args));
-  const bytes = new Uint8Array(4 + json.length);
-  new DataView(bytes.buffer).setUint32(0, json.length);
-  bytes.set(json, 4);
+  const bytes = encoder.encode(`1234${JSON.stringify(args)}`); // 4 to fill
+  new DataView(bytes.buffer).setUint32(0, bytes.length - 4);
   return bytes;
 }
 
@@ -93,79 +71,51 @@ function parse(payload: Uint8Array): string {
   } catch {
     // not UTF-8 JSON: the same error as JSON of the wrong shape
   }
-  throw new FrameError("a frame that is not a JSON array of text");
+  throw new Error("a frame that is not a JSON array of text");
 }
 
-/**
- * One end of a connection: the book's `receive()` (a whole frame, however TCP
- * splits it) and `send()` (a queue, and one writer making one write a turn).
- */
+/** A connection: the book's `receive()` and `send()`, for whole frames. */
 export class Channel {
-  /** Why the connection ended, unless it was a clean hang-up. */
-  dropReason?: string;
-  deadline?: ReturnType<typeof setTimeout>;
+  dropReason?: string; // why it was closed; undefined while open
   maxFrame = MAX_FRAME_BYTES;
-  #buf = new Uint8Array(READ_SIZE);
-  #start = 0;
-  #end = 0;
+  #chunk = new Uint8Array(READ_SIZE);
+  #buf = new Uint8Array(0); // the start of a frame still coming
+  #frames: string[] = []; // whole, not yet taken
   #queue: Uint8Array[] = [];
-  #queued = 0;
-  #writing = false;
+  #queued = 0; // bytes queued or being written: a writer runs while > 0
 
   constructor(readonly conn: Deno.TcpConn, readonly id = 0) {
     conn.setNoDelay(true);
   }
 
-  /** The first of the next frame's args; null at a clean end. */
-  async receive(): Promise<string | null> {
-    while (this.dropReason === undefined) {
-      const data = this.#next();
-      if (data !== undefined) return data;
-      // Move the partial frame to the front, in a buffer big enough for it.
-      const have = this.#end - this.#start;
-      const room = Math.max(READ_SIZE, 4 + this.#size());
-      const buf = this.#buf.length < room ? new Uint8Array(room) : this.#buf;
-      buf.set(this.#buf.subarray(this.#start, this.#end));
-      [this.#buf, this.#start, this.#end] = [buf, 0, have];
-      const n = await this.conn.read(buf.subarray(have));
-      if (n === null && have > 0) throw new FrameError("hung up mid-frame");
-      if (n === null) return null;
-      this.#end += n;
+  /** Up to `max` of the frames one read made whole; null at EOF. */
+  async receive(max = Infinity): Promise<string[] | null> {
+    while (this.#frames.length === 0) {
+      const n = await this.conn.read(this.#chunk);
+      if (n === null && this.#buf.length === 0) return null;
+      if (n === null) throw new Error("hung up mid-frame");
+      let buf = concat([this.#buf, this.#chunk.subarray(0, n)]);
+      for (let size = 0; buf.length >= 4; buf = buf.subarray(4 + size)) {
+        size = new DataView(buf.buffer, buf.byteOffset).getUint32(0);
+        if (size > this.maxFrame) {
+          throw new Error(`a ${size}-byte frame, over ${this.maxFrame}`);
+        }
+        if (buf.length < 4 + size) break;
+        this.#frames.push(parse(buf.subarray(4, 4 + size)));
+      }
+      this.#buf = buf;
     }
-    return null;
+    return this.#frames.splice(0, max);
   }
 
-  /** The next frame if it is whole in the buffer, without reading. */
-  #next(): string | undefined {
-    const [have, size] = [this.#end - this.#start, this.#size()];
-    if (size > this.maxFrame) {
-      throw new FrameError(`a ${size}-byte frame, over ${this.maxFrame}`);
-    }
-    if (have < 4 || have < 4 + size) return undefined;
-    this.#start += 4 + size;
-    return parse(this.#buf.subarray(this.#start - size, this.#start));
-  }
-
-  /** The length in the buffered header; 0 until 4 bytes are in. */
-  #size(): number {
-    if (this.#end - this.#start < 4) return 0;
-    return new DataView(this.#buf.buffer).getUint32(this.#start);
-  }
-
-  /**
-   * This connection's frames as events, each with the frames that one read
-   * brought (so a burst is sent on in one write); the last has data null.
-   * It never throws: MuxAsyncIterator would rethrow and end the whole loop.
-   */
+  /** An event for each read's frames, then one with null; never throws. */
   async *events(): AsyncGenerator<Event> {
     try {
       for (let data; (data = await this.receive()) !== null;) {
-        const batch = [data];
-        for (let more; (more = this.#next()) !== undefined;) batch.push(more);
-        yield { source: "client", channel: this, data: batch };
+        yield { source: "client", channel: this, data };
       }
-    } catch (e) {
-      this.dropReason ??= e instanceof FrameError ? e.message : String(e);
+    } catch (error) {
+      this.close((error as Error).message); // unless closed already
     }
     yield { source: "client", channel: this, data: null };
   }
@@ -173,22 +123,19 @@ export class Channel {
   /** Queues a frame; past MAX_QUEUE_BYTES waiting, the peer is dropped. */
   send(bytes: Uint8Array): void {
     if (this.dropReason !== undefined) return;
+    this.#queue.push(bytes);
     this.#queued += bytes.length;
     if (this.#queued > MAX_QUEUE_BYTES) {
-      return this.close("stopped reading: over 1 MiB queued");
-    }
-    this.#queue.push(bytes);
-    if (!this.#writing) this.#flush();
+      this.close("stopped reading: over 1 MiB queued");
+    } else if (this.#queued === bytes.length) this.#flush(); // no writer yet
   }
 
   /** The one writer: all that is queued goes out in one write per turn. */
   async #flush(): Promise<void> {
-    this.#writing = true;
     try {
       while (this.#queue.length > 0) {
-        const queue = this.#queue;
+        const queue = this.#queue.splice(0);
         const chunk = queue.length === 1 ? queue[0] : concat(queue);
-        this.#queue = [];
         for (let rest = chunk; rest.length > 0;) {
           rest = rest.subarray(await this.conn.write(rest));
         }
@@ -197,18 +144,21 @@ export class Channel {
     } catch (error) {
       this.close(`write failed: ${error}`);
     }
-    this.#writing = false;
   }
 
-  /** Closes the connection; that ends a pending read, so `events()` ends. */
+  /** Closes it once; that ends a pending read, and so `events()`. */
   close(reason = "closed"): void {
-    this.dropReason ??= reason;
-    try {
-      this.conn.close();
-    } catch {
-      // already closed
-    }
+    if (this.dropReason !== undefined) return;
+    this.dropReason = reason;
+    this.conn.close();
   }
+}
+
+/** The book's `select.select(inputs, ...)`: one stream of whatever is ready. */
+function select(...inputs: AsyncIterable<Event>[]): Mux {
+  const mux = new MuxAsyncIterator();
+  for (const input of inputs) mux.add(input);
+  return mux;
 }
 
 async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
@@ -217,32 +167,23 @@ async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
       yield { source: "server", conn: await listener.accept() };
     } catch (error) {
       if (error instanceof Deno.errors.BadResource) return; // listener closed
-      // One client that resets before it is accepted must not end the server.
-      console.error(`accept failed: ${error}`);
+      console.error(`accept failed: ${error}`); // e.g. reset before accept
     }
   }
 }
 
-/** Lines from stdin. At its end, no more events (the book's loop spun). */
+/** Lines typed; at the end of stdin, no more (the book's loop spun). */
 async function* stdinLines(): AsyncGenerator<Event> {
-  const text = new TextDecoder();
-  let rest = "";
-  try {
-    for await (const chunk of Deno.stdin.readable) {
-      const lines = (rest + text.decode(chunk, { stream: true })).split("\n");
-      rest = lines.pop()!;
-      for (const line of lines) yield { source: "stdin", line };
-    }
-  } catch {
-    // stdin closed under us: the same as its end
-  }
-  if (rest) yield { source: "stdin", line: rest };
+  const lines: ReadableStream<string> = Deno.stdin.readable
+    .pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
+  for await (const line of lines) yield { source: "stdin", line };
 }
 
-/** Ctrl-C (or SIGTERM) as an event: the book's signal handler. */
+/** Ctrl-C, or SIGTERM where there is one: the book's signal handler. */
 async function* interrupts(): AsyncGenerator<Event> {
   await new Promise<void>((resolve) => {
-    for (const s of SIGNALS) Deno.addSignalListener(s as Deno.Signal, resolve);
+    Deno.addSignalListener("SIGINT", resolve);
+    if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", resolve);
   });
   yield { source: "signal" };
 }
@@ -250,10 +191,7 @@ async function* interrupts(): AsyncGenerator<Event> {
 /** An example chat server: one loop over whatever is ready, as with select. */
 export class ChatServer {
   clients = 0;
-  /** Named clients (the book's `outputs`), each with its `name@ip`. */
-  clientmap = new Map<Channel, string>();
-  /** Every connection, named or not (the clients in the book's `inputs`). */
-  channels = new Set<Channel>();
+  clientmap = new Map<Channel, string>(); // each connection: name@ip, or ""
   readonly server: Deno.TcpListener;
 
   constructor(port: number) {
@@ -268,10 +206,7 @@ export class ChatServer {
   }
 
   async run(): Promise<never> {
-    const inputs: Mux = new MuxAsyncIterator();
-    inputs.add(accepts(this.server));
-    inputs.add(stdinLines());
-    inputs.add(interrupts());
+    const inputs = select(accepts(this.server), stdinLines(), interrupts());
     let lastId = 0;
     for await (const event of inputs) {
       if (event.source === "server") {
@@ -280,11 +215,12 @@ export class ChatServer {
         const { hostname, port } = event.conn.remoteAddr;
         const from = `('${hostname}', ${port})`;
         console.log(`Chat server: got connection ${channel.id} from ${from}`);
-        const late = `sent no name within ${NAME_TIMEOUT_MS / 1000} s`;
-        const drop = () => channel.close(late);
-        channel.deadline = setTimeout(drop, NAME_TIMEOUT_MS);
-        this.channels.add(channel);
+        this.clientmap.set(channel, "");
         inputs.add(channel.events());
+        setTimeout(() => {
+          if (this.clientmap.get(channel) !== "") return; // named, or gone
+          channel.close(`sent no name within ${NAME_TIMEOUT_MS / 1000} s`);
+        }, NAME_TIMEOUT_MS);
       } else if (event.source === "stdin") {
         break; // Standard input: a line stops the server.
       } else if (event.source === "signal") {
@@ -295,98 +231,79 @@ export class ChatServer {
       }
     }
     this.server.close();
-    for (const channel of this.channels) channel.close();
+    for (const channel of this.clientmap.keys()) channel.close();
     Deno.exit(0); // a pending stdin read would keep the process alive
   }
 
-  /** All other sockets: a name, messages, or a client gone. */
+  /** NAME, then messages (to all but their sender, in one buffer); or null. */
   #receive(channel: Channel, batch: string[] | null): void {
-    if (batch === null) return this.#hangUp(channel);
-    const messages: Uint8Array[] = [];
-    for (const data of batch) {
-      if (channel.dropReason !== undefined) return;
-      const name = this.clientmap.get(channel);
-      if (name) messages.push(frame(`\n#[${name}]>>${data}`));
-      else this.#handshake(channel, data);
+    let name = this.clientmap.get(channel);
+    if (batch === null) {
+      const why = channel.dropReason;
+      channel.close();
+      this.clientmap.delete(channel);
+      const how = why === undefined ? "hung up" : `dropped: ${why}`;
+      console.log(`Chat server: ${channel.id} ${how}`);
+      if (!name) return;
+      this.clients -= 1;
+      return this.#broadcast(frame(`\n(Now hung up: Client from ${name})`));
     }
-    // Send the client's messages to all except itself, in one buffer.
+    if (channel.dropReason !== undefined) return; // its end is on its way
+    if (!name) {
+      const data = batch.shift()!;
+      if (!data.startsWith("NAME: ")) return channel.close("no NAME: first");
+      const host = channel.conn.remoteAddr.hostname;
+      name = `${data.slice("NAME: ".length)}@${host}`;
+      this.clients += 1;
+      channel.send(frame(`CLIENT: ${host}`));
+      const joined = `(Connected: New client (${this.clients}) from ${name})`;
+      this.#broadcast(frame(`\n${joined}`));
+      this.clientmap.set(channel, name);
+    }
+    const messages = batch.map((data) => frame(`\n#[${name}]>>${data}`));
     if (messages.length > 0) this.#broadcast(concat(messages), channel);
-  }
-
-  /** What the book did at accept time, now as this connection's first frame. */
-  #handshake(channel: Channel, data: string): void {
-    if (!data.startsWith("NAME: ")) return channel.close("no NAME: first");
-    clearTimeout(channel.deadline);
-    const host = channel.conn.remoteAddr.hostname;
-    this.clients += 1;
-    channel.send(frame(`CLIENT: ${host}`));
-    const cname = `${data.slice("NAME: ".length)}@${host}`;
-    const joined = `\n(Connected: New client (${this.clients}) from ${cname})`;
-    this.#broadcast(frame(joined));
-    this.clientmap.set(channel, cname);
-  }
-
-  #hangUp(channel: Channel): void {
-    const why = channel.dropReason;
-    clearTimeout(channel.deadline);
-    channel.close();
-    this.channels.delete(channel);
-    const how = why ? `dropped: ${why}` : "hung up";
-    console.log(`Chat server: ${channel.id} ${how}`);
-    const name = this.clientmap.get(channel);
-    if (!this.clientmap.delete(channel)) return;
-    this.clients -= 1;
-    this.#broadcast(frame(`\n(Now hung up: Client from ${name})`));
   }
 
   /** Frames, encoded once, queued for every named client but `except`. */
   #broadcast(bytes: Uint8Array, except?: Channel): void {
-    for (const output of this.clientmap.keys()) {
-      if (output !== except) output.send(bytes);
+    for (const [output, name] of this.clientmap) {
+      if (name && output !== except) output.send(bytes);
     }
   }
 }
 
 /** A command line chat client: stdin and the socket, waited on at once. */
 export class ChatClient {
-  prompt = "";
-  channel!: Channel;
-
-  constructor(readonly name: string, readonly port: number) {}
+  constructor(readonly channel: Channel, readonly prompt: string) {}
 
   /** The book's constructor: connect, send the name, learn our address. */
-  async connect(): Promise<void> {
+  static async connect(name: string, port: number): Promise<ChatClient> {
     try {
-      const { port } = this;
       const conn = await Deno.connect({ hostname: SERVER_HOST, port });
-      this.channel = new Channel(conn);
-      // The server's frames carry our messages plus a name: allow for both.
-      this.channel.maxFrame = 3 * MAX_FRAME_BYTES;
-      console.log(`Now connected to chat server@ port ${this.port}`);
-      this.channel.send(frame(`NAME: ${this.name}`));
-      const data = await this.channel.receive();
+      console.log(`Now connected to chat server@ port ${port}`);
+      const channel = new Channel(conn);
+      channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
+      channel.send(frame(`NAME: ${name}`));
+      const [data] = (await channel.receive(1)) ?? [];
       if (!data?.startsWith("CLIENT: ")) throw new Error("no CLIENT: reply");
-      this.prompt = `[${this.name}@${data.slice("CLIENT: ".length)}]> `;
+      const address = data.slice("CLIENT: ".length);
+      return new ChatClient(channel, `[${name}@${address}]> `);
     } catch {
-      console.log(`Failed to connect to chat server @ port ${this.port}`);
+      console.log(`Failed to connect to chat server @ port ${port}`);
       Deno.exit(1);
     }
   }
 
   async run(): Promise<never> {
-    const inputs: Mux = new MuxAsyncIterator();
-    inputs.add(stdinLines());
-    inputs.add(this.channel.events());
-    inputs.add(interrupts());
+    const inputs = select(stdinLines(), this.channel.events(), interrupts());
     const prompt = encoder.encode(this.prompt); // no newline: no console.log
     Deno.stdout.writeSync(prompt);
     for await (const event of inputs) {
       if (event.source === "stdin") {
-        const data = event.line.trim();
-        const bytes = frame(data);
-        const tooLong = bytes.length > 4 + MAX_FRAME_BYTES;
-        if (tooLong) console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
-        else if (data) this.channel.send(bytes);
+        const bytes = frame(event.line.trim());
+        if (bytes.length > 4 + MAX_FRAME_BYTES) {
+          console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
+        } else if (event.line.trim()) this.channel.send(bytes);
       } else if (event.source === "signal") {
         console.log(" Client interrupted. ");
         break;
@@ -403,10 +320,11 @@ export class ChatClient {
   }
 }
 
-/** argparse's behaviour: usage and a one-line error on stderr, exit 2. */
-function argumentError(message: string): never {
-  console.error(`${USAGE}\n2_3_chat_server_with_select.ts: error: ${message}`);
-  Deno.exit(2);
+/** argparse: the help, or the usage and a one-line error on stderr, exit 2. */
+function usage(error?: string): never {
+  if (error) console.error(`${USAGE}\n${FILE}: error: ${error}`);
+  else console.log(`${USAGE}\n\nSocket Server Example with Select`);
+  Deno.exit(error ? 2 : 0);
 }
 
 if (import.meta.main) {
@@ -414,26 +332,15 @@ if (import.meta.main) {
     string: ["name", "port"],
     boolean: ["help"],
     alias: { h: "help" },
-    unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
+    unknown: (arg: string) => usage(`unrecognized arguments: ${arg}`),
   });
-  if (args.help) {
-    console.log(HELP);
-    Deno.exit(0);
-  }
-  const missing = ["--name", "--port"].filter((f) => !(f.slice(2) in args));
-  if (missing.length > 0) {
-    const list = missing.join(", ");
-    argumentError(`the following arguments are required: ${list}`);
-  }
+  const missing = ["name", "port"].filter((f) => !(f in args)).join(", --");
   const port = Number(args.port);
+  if (args.help) usage();
+  if (missing) usage(`the following arguments are required: --${missing}`);
   if (!/^\d+$/.test(args.port) || port > 65535) {
-    argumentError(`argument --port: invalid port value: '${args.port}'`);
+    usage(`argument --port: invalid port value: '${args.port}'`);
   }
-  if (args.name === CHAT_SERVER_NAME) {
-    await new ChatServer(port).run();
-  } else {
-    const client = new ChatClient(args.name, port);
-    await client.connect();
-    await client.run();
-  }
+  if (args.name === CHAT_SERVER_NAME) await new ChatServer(port).run();
+  else await (await ChatClient.connect(args.name, port)).run();
 }
