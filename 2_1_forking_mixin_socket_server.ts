@@ -13,31 +13,22 @@
  *     echo "Hello echo server!" | nc -N localhost 8800   # <handler pid>: Hello echo server!
  *     telnet localhost 8800                             # type one line
  *
- * From Python to Deno:
- * - `ForkingMixIn` forks per connection; the child inherits the socket and
- *   answers with its own PID. Deno cannot fork, nor pass a socket to another
- *   process (Node's handle passing lives in Deno's Node layer; this recipe
- *   stays on `Deno.listen` and `Deno.Command`). So `ForkingServer` spawns
- *   this file in handler mode, without permissions, and relays the
- *   connection to the child's stdin and its stdout back. The child is still
- *   its own process with its own PID and, like a forked child, shares the
- *   server's terminal: its log line goes to stderr.
- * - The handler loads only this file (`--no-config`; only the server imports
- *   the argument parser): it starts fast. It is this very Deno binary if
- *   `--allow-run` names its path, else `deno` from PATH (`--allow-run=deno`).
- * - `serve_forever()` on a thread becomes `serveForever()` on the event loop.
+ * From Python to Deno: `ForkingMixIn` forks a child per connection, which
+ * inherits the socket. Deno can neither fork nor pass a socket to a process
+ * (Node's handle passing lives in Deno's Node layer; this recipe stays on
+ * `Deno.listen` and `Deno.Command`), so the server spawns this file in
+ * handler mode (no permissions, no config: it starts fast) and relays the
+ * connection through the child's stdin and stdout. The child has its own PID
+ * and logs to the terminal it shares with the server, as a forked one would.
+ * It is this very Deno if `--allow-run` names it, else `deno` from PATH.
  *
- * Fixed from the book:
- * - The client printed `response[5:]`, a bytes repr cut in the wrong place:
- *   here the whole reply, as text. Data stays bytes, so a character cut at
- *   the 1024-byte read cannot throw. Every child is reaped (the book never).
- * - Like `max_children`, at most 40 handlers run; at 40 the server stops
- *   accepting, and clients wait in the kernel's backlog. A handler has
- *   `--timeout` seconds (default 10): a silent client cannot keep its slot.
- *   A client that leaves, or a handler that crashes or is killed, ends that
- *   one connection with a log line. With --serve, Ctrl-C or SIGTERM closes
- *   the listener, kills and reaps every handler, closes every connection
- *   and exits 0.
+ * Fixed from the book: the client printed `response[5:]`, a bytes repr cut
+ * in the wrong place; here the whole reply, as text (data stays bytes, so a
+ * character cut at the 1024-byte read cannot throw). Children are reaped (the
+ * book never did). As with `max_children`, at most 40 handlers run, then
+ * accepting pauses; each has `--timeout` seconds (default 10). A client that
+ * leaves, or a handler that dies, ends only its connection, with a log line.
+ * Ctrl-C or SIGTERM kills and reaps every handler, closes all, exits 0.
  */
 
 const SERVER_HOST = "localhost";
@@ -59,30 +50,23 @@ const NAME = "2_1_forking_mixin_socket_server.ts";
 const USAGE = `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS]`;
 const HELP = `${USAGE}
 
-A process per connection. Without --serve: the book's demo, then exit.
-
 options:
   -h, --help      show this help message and exit
-  --serve         keep serving until Ctrl-C or SIGTERM
+  --serve         serve until Ctrl-C or SIGTERM (without: the book's demo)
   --port PORT     port to listen on (default ${SERVER_PORT}: a free port)
   --timeout SECS  seconds one handler may take (default ${TIMEOUT_S})`;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder(); // replaces invalid UTF-8, never throws
-type Writer = { write(data: Uint8Array): Promise<number> };
 
 /** Writes every byte: a write may take only part of a buffer. */
-async function writeAll(to: Writer, data: Uint8Array): Promise<void> {
+async function writeAll(to: Pick<Deno.Conn, "write">, data: Uint8Array) {
   while (data.length > 0) data = data.subarray(await to.write(data));
 }
 
-/** A client to test the forking server. */
+/** A client to test the forking server, on a connection main() opens. */
 export class ForkedClient {
   constructor(readonly conn: Deno.TcpConn) {}
-
-  static async connect(ip: string, port: number): Promise<ForkedClient> {
-    return new ForkedClient(await Deno.connect({ hostname: ip, port }));
-  }
 
   /** Sends the echo message and prints the server's whole reply. */
   async run(): Promise<void> {
@@ -113,45 +97,23 @@ export async function handle(): Promise<void> {
     return console.error(`Handler PID ${pid}: client left without sending`);
   }
   const prefix = encoder.encode(`${pid}: `);
-  const response = new Uint8Array(prefix.length + n);
-  response.set(prefix);
-  response.set(data.subarray(0, n), prefix.length);
+  const response = new Uint8Array([...prefix, ...data.subarray(0, n)]);
   const said = `[current_process_id: data] = [${decoder.decode(response)}]`;
   console.error(`Server sending response ${said}`);
   await writeAll(Deno.stdout, response);
 }
 
-/** The connection's bytes into the child's stdin, until either side ends. */
-async function relayToChild(conn: Deno.TcpConn, stdin: WritableStream) {
-  const writer = stdin.getWriter();
+/** The client's bytes (conn.readable would close the socket at their EOF). */
+async function* reads(conn: Deno.Conn) {
   const buffer = new Uint8Array(RELAY_SIZE);
-  try {
-    for (let n; (n = await conn.read(buffer)) !== null;) {
-      await writer.write(buffer.slice(0, n));
-    }
-  } catch {
-    // The child exited (broken pipe) or the connection was closed.
-  }
-  await writer.close().catch(() => {});
-}
-
-/** The child's stdout back to the client; a note if that failed. */
-async function relayToClient(stdout: ReadableStream, conn: Deno.TcpConn) {
-  try {
-    for await (const chunk of stdout) await writeAll(conn, chunk);
-    return "";
-  } catch (error) {
-    return `, reply not delivered (${(error as Error).name})`;
-  }
+  for (let n; (n = await conn.read(buffer)) !== null;) yield buffer.slice(0, n);
 }
 
 /** Signals a child; one that has just exited makes kill() throw: ignored. */
 function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
   try {
     child.kill(signal);
-  } catch {
-    // It exited meanwhile; processRequest reaps it.
-  }
+  } catch { /* it exited meanwhile; processRequest reaps it */ }
 }
 
 /** TCPServer + ForkingMixIn: each accepted client gets a new process. */
@@ -174,16 +136,15 @@ export class ForkingServer {
       while (this.children.size >= MAX_CHILDREN && !this.#closing) {
         await Promise.race(this.#handlers);
       }
-      let conn: Deno.TcpConn;
-      try {
-        conn = await this.listener.accept();
-      } catch (error) {
-        if (this.#closing) break;
-        this.log(`accept failed: ${(error as Error).message}`);
-        continue;
-      }
-      const handler = this.processRequest(conn)
-        .finally(() => this.#handlers.delete(handler));
+      // One client's failed accept must not end the server.
+      const conn = await this.listener.accept().catch((error: Error) => {
+        if (!this.#closing) this.log(`accept failed: ${error.message}`);
+      });
+      if (!conn) continue;
+      const handler = this.processRequest(conn).catch((error: Error) => {
+        this.log(`no handler process: ${error.message}`); // spawn() failed
+        conn.close();
+      }).finally(() => this.#handlers.delete(handler));
       this.#handlers.add(handler);
     }
     await Promise.all(this.#handlers);
@@ -192,43 +153,37 @@ export class ForkingServer {
   /** ForkingMixIn.process_request(): a child process serves this client. */
   async processRequest(conn: Deno.TcpConn): Promise<void> {
     const client = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
-    let child: Deno.ChildProcess;
-    try {
-      child = new Deno.Command(this.deno, HANDLER_PROCESS).spawn();
-    } catch (error) {
-      this.log(`no handler for ${client}: ${(error as Error).message}`);
-      return conn.close();
-    }
-    this.children.add(child);
-    this.peak = Math.max(this.peak, this.children.size);
+    const child = new Deno.Command(this.deno, HANDLER_PROCESS).spawn();
+    const pid = `Handler PID ${child.pid}`;
+    this.peak = Math.max(this.peak, this.children.add(child).size);
     const running = () => `(${this.children.size} of ${MAX_CHILDREN} running)`;
-    this.log(`Handler PID ${child.pid} started for ${client} ${running()}`);
-    const timer: ReturnType<typeof setTimeout> = setTimeout(() => {
-      const after = `${this.timeoutMs / 1000} s`;
-      this.log(`Handler PID ${child.pid} timed out after ${after}, killing it`);
+    this.log(`${pid} started for ${client} ${running()}`);
+    const timer = setTimeout(() => {
+      this.log(`${pid} timed out after ${this.timeoutMs / 1000} s, killing it`);
       kill(child, "SIGKILL"); // its end closes the connection
     }, this.timeoutMs);
-    const upstream = relayToChild(conn, child.stdin);
-    const note = await relayToClient(child.stdout, conn);
-    const status = await child.status;
+    // Relayed both ways; the connection stays ours to close.
+    const upstream = ReadableStream.from(reads(conn)).pipeTo(child.stdin)
+      .catch(() => {}); // the child exited (broken pipe) or conn closed
+    const note = await child.stdout
+      .pipeTo(conn.writable, { preventClose: true, preventAbort: true })
+      .then(() => "", (error) => `, reply not delivered (${error.name})`);
+    const { code, signal } = await child.status;
     // Forgotten and logged at once: the log's count is the server's count.
     this.children.delete(child);
     clearTimeout(timer);
-    const end = status.signal
-      ? `was killed by ${status.signal}`
-      : `exited with code ${status.code}`;
-    this.log(`Handler PID ${child.pid} ${end}${note} ${running()}`);
+    const end = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    this.log(`${pid} ${end}${note} ${running()}`);
     conn.close();
     await upstream;
   }
 
-  /** Stops accepting, kills every handler process and reaps them all. */
-  async shutdown(): Promise<void> {
+  /** Stops accepting and kills every handler process; serveForever reaps. */
+  shutdown(): void {
     if (this.#closing) return;
     this.#closing = true;
     this.listener.close();
     for (const child of this.children) kill(child, "SIGTERM");
-    await Promise.all(this.#handlers);
   }
 }
 
@@ -238,15 +193,15 @@ export async function main(server: ForkingServer): Promise<void> {
   const serving = server.serveForever();
   console.log(`Server loop running PID: ${Deno.pid}`);
 
-  const client1 = await ForkedClient.connect(ip, port);
+  const client1 = new ForkedClient(await Deno.connect({ hostname: ip, port }));
   await client1.run();
   console.log("First client running");
 
-  const client2 = await ForkedClient.connect(ip, port);
+  const client2 = new ForkedClient(await Deno.connect({ hostname: ip, port }));
   await client2.run();
   console.log("Second client running");
 
-  await server.shutdown();
+  server.shutdown();
   client1.shutdown();
   client2.shutdown();
   await serving;
@@ -264,18 +219,15 @@ export async function serve(server: ForkingServer): Promise<void> {
   console.log(`Server loop running PID: ${Deno.pid}`);
   console.log(`Listening on ${hostname}:${port}`);
   await server.serveForever();
-  const { peak, children } = server;
-  console.log(
-    `Peak: ${peak} of ${MAX_CHILDREN}; ${children.size} left running`,
-  );
-  Deno.removeSignalListener("SIGINT", stop);
-  Deno.removeSignalListener("SIGTERM", stop);
+  const { peak, children: { size } } = server;
+  console.log(`Peak: ${peak} of ${MAX_CHILDREN}; ${size} left running`);
 }
 
-/** argparse's behaviour: usage and a one-line error on stderr, exit 2. */
-function argumentError(message: string): never {
-  console.error(`${USAGE}\n${NAME}: error: ${message}`);
-  Deno.exit(2);
+/** A one-line error, exit 1; bad arguments exit 2 with argparse's usage. */
+function fail(message: string, code: 1 | 2 = 1): never {
+  if (code === 2) console.error(`${USAGE}\n${NAME}: error: ${message}`);
+  else console.error(`Error: ${message}`);
+  Deno.exit(code);
 }
 
 if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
@@ -288,7 +240,7 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
     boolean: ["help", "serve"],
     alias: { h: "help" },
     default: { port: String(SERVER_PORT), timeout: String(TIMEOUT_S) },
-    unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
+    unknown: (arg: string) => fail(`unrecognized arguments: ${arg}`, 2),
   });
   if (args.help) {
     console.log(HELP);
@@ -296,26 +248,20 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
   }
   const port = Number(args.port), timeout = Number(args.timeout);
   if (!/^\d+$/.test(args.port) || port > 65535) {
-    argumentError(`argument --port: invalid port value: '${args.port}'`);
+    fail(`argument --port: invalid port value: '${args.port}'`, 2);
   }
   if (!(timeout > 0 && timeout <= 3600)) {
-    argumentError(`argument --timeout: invalid value: '${args.timeout}'`);
+    fail(`argument --timeout: invalid value: '${args.timeout}'`, 2);
   }
   // The Deno to spawn: this very binary if allowed, else `deno` from PATH.
   const deno = [Deno.execPath(), "deno"].find((command) =>
     Deno.permissions.querySync({ name: "run", command }).state === "granted"
-  );
-  if (deno === undefined) {
-    console.error(`Error: handler processes need --allow-run=deno`);
-    Deno.exit(1);
-  }
+  ) ?? fail("handler processes need --allow-run=deno");
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname: SERVER_HOST, port });
-  } catch (error) {
-    const reason = (error as Error).message;
-    console.error(`Error: cannot listen on ${SERVER_HOST}:${port}: ${reason}`);
-    Deno.exit(1);
+  } catch (e) {
+    fail(`cannot listen on ${SERVER_HOST}:${port}: ${(e as Error).message}`);
   }
   const log = args.serve ? console.log : undefined; // demo: the book's lines
   const server = new ForkingServer(listener, deno, timeout * 1000, log);
