@@ -13,31 +13,26 @@
  *     echo "Hello from nc" | nc -N localhost 8800   # Thread-1: Hello from nc
  *     telnet localhost 8800                        # type one line
  *
- * From Python to Deno:
- * - `ThreadingMixIn` starts a thread per connection. Here each one gets a
- *   new `Worker`, a real OS thread with its own isolate, named like Python's
- *   (`Thread-1`, ...) and running this same file. A `Conn` cannot be sent to
- *   a Worker, so the handler gets a readable and a writable stream
- *   (transferred) and does its own reading and writing. The bytes still pass
- *   through the accepting thread, which owns the socket and pumps them with
- *   `conn.read`/`conn.write`. (It does not hand over `conn.readable`: that
- *   closes the whole connection at the client's EOF, so a client that
- *   half-closes after sending, like `nc -N`, would lose its reply.)
- * - A Worker loading this file needs `--allow-read=<this file>`; it inherits
- *   the server's permissions (narrowing them needs an unstable flag).
- * - `serve_forever()` on a thread becomes `serveForever()` on the main
- *   thread's event loop ("MainThread", as Python calls it).
+ * From Python to Deno: `ThreadingMixIn` starts a thread per connection; here
+ * each gets a new `Worker`, a real OS thread with its own isolate, named like
+ * Python's (`Thread-1`, ...) and running this file, so it needs `--allow-read`
+ * of it (a Worker inherits the server's permissions: narrowing them needs an
+ * unstable flag). A `Conn` cannot be sent to a Worker: the handler gets a
+ * readable and a writable stream (transferred) and does its own reading and
+ * writing, while the bytes pass through the accepting thread, which owns the
+ * socket. It reads with `conn.read`: `conn.readable` would close the whole
+ * connection at the client's EOF, and a client that half-closes after
+ * sending, like `nc -N`, would lose its reply. `serve_forever()` on a thread
+ * is `serveForever()` on the main thread ("MainThread", as Python says).
  *
- * Fixed from the book:
- * - The reply carried `b'...'`, the repr of the bytes; here the data itself,
- *   as bytes (a character cut at the 1024-byte read is fine), printed as text.
- * - `ThreadingMixIn` has no limit; here at most 40 Workers run, and at 40 the
- *   server stops accepting: clients wait in the kernel's backlog. A handler
- *   has `--timeout` seconds (default 10): a silent client cannot keep its
- *   slot. A Worker is terminated when its connection ends; one that fails
- *   ends only its connection, with a log line. With --serve, Ctrl-C or
- *   SIGTERM closes the listener, terminates every Worker, closes every
- *   connection and exits 0.
+ * Fixed from the book: the reply carried `b'...'`, the repr of the bytes;
+ * here the data itself, as bytes (a character cut at the 1024-byte read is
+ * fine), printed as text. `ThreadingMixIn` has no limit; here at most 40
+ * Workers run, then accepting pauses (clients wait in the backlog). A
+ * handler has `--timeout` seconds (default 10). A Worker is terminated when
+ * its connection ends; one that fails ends only its connection, with a log
+ * line. With --serve, Ctrl-C or SIGTERM closes the listener, terminates every
+ * Worker, closes every connection and exits 0.
  */
 
 const SERVER_HOST = "localhost";
@@ -46,16 +41,13 @@ const BUF_SIZE = 1024;
 const MAX_THREADS = 40;
 const TIMEOUT_S = 10;
 const RELAY_SIZE = 16 * 1024;
-const IN_WORKER = "WorkerGlobalScope" in globalThis;
 const NAME = "2_2_threading_mixin_socket_server.ts";
 const USAGE = `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS]`;
 const HELP = `${USAGE}
 
-A Worker per connection. Without --serve: the book's demo, then exit.
-
 options:
   -h, --help      show this help message and exit
-  --serve         keep serving until Ctrl-C or SIGTERM
+  --serve         serve until Ctrl-C or SIGTERM (without: the book's demo)
   --port PORT     port to listen on (default ${SERVER_PORT}: a free port)
   --timeout SECS  seconds one handler may take (default ${TIMEOUT_S})`;
 
@@ -90,11 +82,11 @@ export async function handle(
   try {
     const { value } = await readable.getReader().read();
     if (!value) return "client left without sending";
-    const data = value.subarray(0, BUF_SIZE);
     const prefix = encoder.encode(`${threadName}: `);
-    const response = new Uint8Array(prefix.length + data.length);
-    response.set(prefix);
-    response.set(data, prefix.length);
+    const response = new Uint8Array([
+      ...prefix,
+      ...value.subarray(0, BUF_SIZE),
+    ]);
     await writer.write(response);
     return `replied with ${response.length} bytes`;
   } finally {
@@ -102,30 +94,10 @@ export async function handle(
   }
 }
 
-/** The client's bytes, read with conn.read(), into the Worker's readable. */
-async function pumpIn(conn: Deno.TcpConn, to: WritableStreamDefaultWriter) {
+/** The client's bytes (conn.readable would close the socket at their EOF). */
+async function* reads(conn: Deno.Conn) {
   const buffer = new Uint8Array(RELAY_SIZE);
-  try {
-    for (let n; (n = await conn.read(buffer)) !== null;) {
-      await to.write(buffer.slice(0, n));
-    }
-    await to.close(); // the client's EOF
-  } catch {
-    // The connection was closed or the handler finished.
-  }
-}
-
-/** What the Worker writes, out to the client; a note if that failed. */
-async function pumpOut(from: ReadableStreamDefaultReader, conn: Deno.Conn) {
-  try {
-    for (let r; !(r = await from.read()).done;) {
-      let data: Uint8Array = r.value;
-      while (data.length > 0) data = data.subarray(await conn.write(data));
-    }
-    return "";
-  } catch (error) {
-    return ` (reply not delivered: ${(error as Error).name})`;
-  }
+  for (let n; (n = await conn.read(buffer)) !== null;) yield buffer.slice(0, n);
 }
 
 /** TCPServer + ThreadingMixIn: each accepted client gets a new Worker. */
@@ -149,14 +121,11 @@ export class ThreadedTCPServer {
       while (this.workers.size >= MAX_THREADS && !this.#closing) {
         await Promise.race(this.#handlers);
       }
-      let conn: Deno.TcpConn;
-      try {
-        conn = await this.listener.accept();
-      } catch (error) {
-        if (this.#closing) break;
-        this.log(`accept failed: ${(error as Error).message}`);
-        continue;
-      }
+      // One client's failed accept must not end the server.
+      const conn = await this.listener.accept().catch((error: Error) => {
+        if (!this.#closing) this.log(`accept failed: ${error.message}`);
+      });
+      if (!conn) continue;
       const handler = this.processRequest(conn)
         .finally(() => this.#handlers.delete(handler));
       this.#handlers.add(handler);
@@ -169,51 +138,44 @@ export class ThreadedTCPServer {
     const client = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
     const name = `Thread-${++this.#threads}`;
     const worker = new Worker(import.meta.url, { type: "module", name });
-    // The Worker's two ends of the connection; the server pumps them.
-    const request = new TransformStream<Uint8Array, Uint8Array>();
-    const reply = new TransformStream<Uint8Array, Uint8Array>();
-    const requests = request.writable.getWriter();
-    const replies = reply.readable.getReader();
-    const upstream = pumpIn(conn, requests);
-    const delivered = pumpOut(replies, conn);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const outcome = new Promise<string>((resolve) => {
-      this.workers.set(worker, resolve);
-      // Done once the Worker has answered and its reply has reached the socket.
-      worker.onmessage = (event) =>
-        delivered.then((note) => resolve(event.data + note));
-      worker.onerror = (event) => {
-        event.preventDefault(); // else the error would end the whole server
-        resolve(`failed: ${event.message}`);
-      };
-      timer = setTimeout(
-        () => resolve(`timed out after ${this.timeoutMs / 1000} s`),
-        this.timeoutMs,
-      );
-    });
-    this.peak = Math.max(this.peak, this.workers.size);
+    // The Worker's two ends of the connection; the socket stays here.
+    const readable = ReadableStream.from(reads(conn));
+    const { readable: reply, writable } = new TransformStream<Uint8Array>();
+    const relay = new AbortController();
+    const delivered = reply.pipeTo(conn.writable, {
+      preventClose: true, // the connection stays ours to close
+      preventAbort: true,
+      signal: relay.signal,
+    }).then(() => "", (error) => ` (reply not delivered: ${error.name})`);
+    const { promise: outcome, resolve } = Promise.withResolvers<string>();
+    this.peak = Math.max(this.peak, this.workers.set(worker, resolve).size);
+    // Done once the Worker has answered and its reply has reached the socket.
+    worker.onmessage = async ({ data }) => resolve(data + await delivered);
+    worker.onerror = (event) => {
+      event.preventDefault(); // else the error would end the whole server
+      resolve(`failed: ${event.message}`);
+    };
+    const timedOut = `timed out after ${this.timeoutMs / 1000} s`;
+    const timer = setTimeout(() => resolve(timedOut), this.timeoutMs);
     const running = () => `(${this.workers.size} of ${MAX_THREADS} running)`;
     this.log(`${name} started for ${client} ${running()}`);
-    const streams = { readable: request.readable, writable: reply.writable };
-    worker.postMessage(streams, [streams.readable, streams.writable]);
+    worker.postMessage({ readable, writable }, [readable, writable]);
     const end = await outcome;
     clearTimeout(timer);
     worker.terminate();
+    relay.abort(); // settles the relay even if the Worker left its end open
     conn.close();
-    // Settle both pumps even if the Worker left its ends open.
-    await Promise.all([requests.abort(), replies.cancel()]).catch(() => {});
-    await Promise.all([upstream, delivered]);
+    await delivered;
     this.workers.delete(worker);
     this.log(`${name} ${end}; terminated ${running()}`);
   }
 
   /** Stops accepting and terminates every handler Worker. */
-  async shutdown(): Promise<void> {
+  shutdown(): void {
     if (this.#closing) return;
     this.#closing = true;
     this.listener.close();
     for (const stop of this.workers.values()) stop("stopped by shutdown");
-    await Promise.all(this.#handlers);
   }
 }
 
@@ -227,7 +189,7 @@ export async function main(server: ThreadedTCPServer): Promise<void> {
   await client(ip, port, "Hello from client 2");
   await client(ip, port, "Hello from client 3");
 
-  await server.shutdown();
+  server.shutdown();
   await serving;
 }
 
@@ -245,17 +207,16 @@ export async function serve(server: ThreadedTCPServer): Promise<void> {
   await server.serveForever();
   const { peak, workers } = server;
   console.log(`Peak: ${peak} of ${MAX_THREADS}; ${workers.size} left running`);
-  Deno.removeSignalListener("SIGINT", stop);
-  Deno.removeSignalListener("SIGTERM", stop);
 }
 
-/** argparse's behaviour: usage and a one-line error on stderr, exit 2. */
-function argumentError(message: string): never {
-  console.error(`${USAGE}\n${NAME}: error: ${message}`);
-  Deno.exit(2);
+/** A one-line error, exit 1; bad arguments exit 2 with argparse's usage. */
+function fail(message: string, code: 1 | 2 = 1): never {
+  if (code === 2) console.error(`${USAGE}\n${NAME}: error: ${message}`);
+  else console.error(`Error: ${message}`);
+  Deno.exit(code);
 }
 
-if (import.meta.main && IN_WORKER) {
+if (import.meta.main && "WorkerGlobalScope" in globalThis) {
   // A handler thread: wait for the connection's streams, handle, report.
   const thread = globalThis as unknown as Worker & { name: string };
   thread.onmessage = async ({ data }: MessageEvent) => {
@@ -271,7 +232,7 @@ if (import.meta.main && IN_WORKER) {
     boolean: ["help", "serve"],
     alias: { h: "help" },
     default: { port: String(SERVER_PORT), timeout: String(TIMEOUT_S) },
-    unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
+    unknown: (arg: string) => fail(`unrecognized arguments: ${arg}`, 2),
   });
   if (args.help) {
     console.log(HELP);
@@ -279,23 +240,20 @@ if (import.meta.main && IN_WORKER) {
   }
   const port = Number(args.port), timeout = Number(args.timeout);
   if (!/^\d+$/.test(args.port) || port > 65535) {
-    argumentError(`argument --port: invalid port value: '${args.port}'`);
+    fail(`argument --port: invalid port value: '${args.port}'`, 2);
   }
   if (!(timeout > 0 && timeout <= 3600)) {
-    argumentError(`argument --timeout: invalid value: '${args.timeout}'`);
+    fail(`argument --timeout: invalid value: '${args.timeout}'`, 2);
   }
   const path = import.meta.filename!;
   if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") {
-    console.error(`Error: handler Workers need --allow-read=${NAME}`);
-    Deno.exit(1);
+    fail(`handler Workers need --allow-read=${NAME}`);
   }
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname: SERVER_HOST, port });
-  } catch (error) {
-    const reason = (error as Error).message;
-    console.error(`Error: cannot listen on ${SERVER_HOST}:${port}: ${reason}`);
-    Deno.exit(1);
+  } catch (e) {
+    fail(`cannot listen on ${SERVER_HOST}:${port}: ${(e as Error).message}`);
   }
   const log = args.serve ? console.log : undefined; // demo: the book's lines
   const server = new ThreadedTCPServer(listener, timeout * 1000, log);
