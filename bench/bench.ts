@@ -46,6 +46,7 @@ import {
 import { describeErrors, totalErrors } from "./stats.ts";
 import { installed } from "./wrk.ts";
 import { describeMachine, pin } from "./machine.ts";
+import { measureCosts } from "./costs.ts";
 
 const USAGE =
   "usage: bench.ts [-h] [--only NAMES] [--seconds N] [--vs COMMAND] " +
@@ -273,9 +274,18 @@ if (import.meta.main) {
   }
 
   console.log(`\n${textTable(rows)}\n`);
+  const costs = rows.some((r) => r.scenario === "2_1" || r.scenario === "2_2")
+    ? await measureCosts()
+    : [];
+  for (const cost of costs) {
+    console.log(`${cost.what}: ${formatMs(cost.ms)} ms (${cost.note})`);
+  }
   try {
     await Deno.mkdir(out, { recursive: true });
-    await Deno.writeTextFile(`${out}/results.md`, markdown(rows, machine));
+    await Deno.writeTextFile(
+      `${out}/results.md`,
+      markdown(rows, machine, costs),
+    );
     await Deno.writeTextFile(
       `${out}/results.svg`,
       await chartSvg(rows, machine),

@@ -6,6 +6,7 @@
 
 import * as vega from "vega";
 import * as vegaLite from "vega-lite";
+import type { Cost } from "./costs.ts";
 
 export interface Row {
   /** Scenario id ("2_4") and its title and unit. */
@@ -112,7 +113,26 @@ function markdownTable(rows: Row[]): string {
   ].join("\n");
 }
 
-export function markdown(rows: Row[], machine: Machine): string {
+/** The start-up costs as a markdown section ("" when not measured). */
+function costSection(costs: Cost[]): string {
+  if (costs.length === 0) return "";
+  return `
+## What one connection costs to start
+
+2_1 starts a Deno process per connection and 2_2 a Worker; the book's Python
+forks or starts a thread. Median of repeated starts, measured in this run:
+
+| start | ms | measured as |
+|---|---:|---|
+${costs.map((c) => `| ${c.what} | ${formatMs(c.ms)} | ${c.note} |`).join("\n")}
+`;
+}
+
+export function markdown(
+  rows: Row[],
+  machine: Machine,
+  costs: Cost[] = [],
+): string {
   const titles = [...new Set(rows.map((r) => r.scenario))].map((id) => {
     const of = rows.filter((r) => r.scenario === id);
     const generators = [...new Set(of.map((r) => r.generator))].join(", ");
@@ -139,7 +159,7 @@ better); p50 and p99 are latencies in milliseconds (lower is better). Numbers
 compare only within this one run, on this machine: rerun \`deno task bench\`
 to compare on yours. A server that fails its correctness check is marked
 FAILED and not timed; a recipe not written yet is MISSING.
-`;
+${costSection(costs)}`;
 }
 
 const WHO = { ours: "our recipe", peer: "peer", vs: "--vs server" } as const;
