@@ -64,44 +64,52 @@ class LineTooLongError extends Error {}
  * connection. Only this class buffers, so only it needs bounding.
  */
 export class DieselConnection {
-  #buffer = new Uint8Array(0);
+  // One read buffer per connection, reused: [start, end) is read, not taken.
+  #buffer = new Uint8Array(READ_SIZE);
+  #start = 0;
+  #end = 0;
   #eof = false;
 
   constructor(readonly conn: Deno.Conn) {}
 
   /**
    * The next line with its terminator ("\n" or "\r\n"); at EOF the last
-   * unterminated bytes, then null.
+   * unterminated bytes, then null. The line is a view into the read buffer:
+   * use it before the next call.
    */
   async untilEol(): Promise<Uint8Array | null> {
     let searchFrom = 0;
     while (true) {
-      const newline = this.#buffer.indexOf(0x0a, searchFrom);
-      const contentLength = newline < 0 ? this.#buffer.length : newline;
-      const endsInCr = this.#buffer[contentLength - 1] === 0x0d;
-      if (contentLength - (endsInCr ? 1 : 0) > MAX_LINE_BYTES) {
+      const pending = this.#buffer.subarray(this.#start, this.#end);
+      const newline = pending.indexOf(0x0a, searchFrom);
+      const length = newline < 0 ? pending.length : newline;
+      if (length - (pending[length - 1] === 0x0d ? 1 : 0) > MAX_LINE_BYTES) {
         throw new LineTooLongError();
       }
-      if (newline >= 0) return this.#take(newline + 1);
-      if (this.#eof) {
-        return this.#buffer.length > 0 ? this.#take(this.#buffer.length) : null;
+      if (newline >= 0 || this.#eof) {
+        const line = newline >= 0 ? pending.subarray(0, newline + 1) : pending;
+        this.#start += line.length;
+        return line.length > 0 ? line : null;
       }
-      searchFrom = this.#buffer.length;
+      searchFrom = pending.length;
       await this.#fill();
     }
   }
 
   async #fill(): Promise<void> {
-    const chunk = new Uint8Array(READ_SIZE);
-    const n = await this.conn.read(chunk);
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#end === this.#buffer.length) {
+      // Full: move the partial line to the front, into a buffer twice the
+      // size if it takes up over half (MAX_LINE_BYTES bounds the growth).
+      const pending = this.#buffer.subarray(this.#start, this.#end);
+      const grow = pending.length > this.#buffer.length / 2;
+      if (grow) this.#buffer = new Uint8Array(this.#buffer.length * 2);
+      this.#buffer.set(pending);
+      [this.#start, this.#end] = [0, pending.length];
+    }
+    const n = await this.conn.read(this.#buffer.subarray(this.#end));
     if (n === null) this.#eof = true;
-    else this.#buffer = concat([this.#buffer, chunk.subarray(0, n)]);
-  }
-
-  #take(n: number): Uint8Array {
-    const line = this.#buffer.subarray(0, n);
-    this.#buffer = this.#buffer.subarray(n);
-    return line;
+    else this.#end += n;
   }
 
   /** Writes every byte: `conn.write` may take only part of a buffer. */
