@@ -37,7 +37,6 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { concat } from "@std/bytes/concat";
 
 const SERVER_HOST = "localhost";
 const MAX_LINE_BYTES = 64 * 1024;
@@ -69,6 +68,7 @@ export class DieselConnection {
   #start = 0;
   #end = 0;
   #eof = false;
+  #out = new Uint8Array(READ_SIZE);
 
   constructor(readonly conn: Deno.Conn) {}
 
@@ -112,8 +112,18 @@ export class DieselConnection {
     else this.#end += n;
   }
 
-  /** Writes every byte: `conn.write` may take only part of a buffer. */
-  async send(data: Uint8Array): Promise<void> {
+  /**
+   * Writes the parts as one buffer (a reused one: no allocation per reply),
+   * every byte of it: `conn.write` may take only part of a buffer.
+   */
+  async send(...parts: Uint8Array[]): Promise<void> {
+    const size = parts.reduce((sum, part) => sum + part.length, 0);
+    if (this.#out.length < size) this.#out = new Uint8Array(size);
+    let data = this.#out.subarray(0, 0);
+    for (const part of parts) {
+      this.#out.set(part, data.length);
+      data = this.#out.subarray(0, data.length + part.length);
+    }
     while (data.length > 0) data = data.subarray(await this.conn.write(data));
   }
 }
@@ -129,7 +139,7 @@ export class EchoServer {
       while (true) {
         const message = await client.untilEol();
         if (message === null) break;
-        await client.send(concat([YOU_SAID, message]));
+        await client.send(YOU_SAID, message); // "You said: " + message
       }
     } catch (error) {
       if (error instanceof LineTooLongError) {
