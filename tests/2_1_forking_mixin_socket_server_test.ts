@@ -4,7 +4,15 @@ import {
   assertMatch,
   assertNotEquals,
 } from "@std/assert";
-import { DENO, have, run, startRecipe, TestClient } from "./harness.ts";
+import {
+  assertArgparse,
+  assertPortInUse,
+  DENO,
+  have,
+  run,
+  startRecipe,
+  TestClient,
+} from "./harness.ts";
 
 const FILE = "2_1_forking_mixin_socket_server.ts";
 // What `deno task 2_1` grants: the recipe spawns `deno` from PATH.
@@ -226,25 +234,21 @@ Deno.test("2_1: --allow-run naming this Deno binary works too; no --allow-run is
   assertMatch(denied.stderr, /^Error: handler processes need --allow-run=deno/);
 });
 
-Deno.test("2_1: --help exits 0; bad arguments exit 2 with argparse's usage", async () => {
-  const help = await run(DENO, ["run", FILE, "--help"]);
-  assertEquals(help.code, 0);
-  assertMatch(help.stdout, /^usage: .*\[--serve\] \[--port PORT\]/);
-  for (
-    const bad of [["--port=abc"], ["--port=70000"], ["--timeout=0"], ["-x"]]
-  ) {
-    const result = await run(DENO, ["run", FILE, ...bad]);
-    assertEquals(result.code, 2, `exit code for ${bad}`);
-    assertMatch(result.stderr, /^usage: .*\n.*: error: /);
-  }
-});
+Deno.test("2_1: --help exits 0; bad arguments exit 2 with argparse's usage", () =>
+  assertArgparse(FILE, /^usage: .*\[--serve\] \[--port PORT\]/, [
+    [["--port=abc"], /argument --port: invalid .*'abc'$/],
+    [["--port=70000"], /argument --port: invalid .*'70000'$/],
+    [["--timeout=0"], /--timeout/],
+    [["-x"], /unrecognized arguments: -x$/],
+  ]));
 
 Deno.test("2_1: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE, SERVE);
-  const args = [...PERMISSIONS, FILE, "--serve", `--port=${server.port}`];
-  const result = await run(DENO, ["run", ...args]);
-  assertEquals(result.code, 1);
-  assertMatch(result.stderr, /^Error: cannot listen on localhost:\d+: .*\n$/);
+  await assertPortInUse(
+    FILE,
+    ["--serve", `--port=${server.port}`],
+    PERMISSIONS,
+  );
 });
 
 Deno.test({

@@ -2,6 +2,8 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import { concat } from "@std/bytes/concat";
 import {
   ALLOW_NET,
+  assertArgparse,
+  assertPortInUse,
   DENO,
   type Recipe,
   run,
@@ -282,11 +284,8 @@ Deno.test("2_3: a client with no server says so and exits 1", async () => {
   );
 });
 
-Deno.test("2_3: --help exits 0; missing or bad arguments exit 2 with argparse's usage", async () => {
-  const help = await run(DENO, ["run", FILE, "--help"]);
-  assertEquals(help.code, 0);
-  assertMatch(help.stdout, /^usage: .* --name NAME --port PORT\n/);
-  const cases: [string[], RegExp][] = [
+Deno.test("2_3: --help exits 0; missing or bad arguments exit 2 with argparse's usage", () =>
+  assertArgparse(FILE, /^usage: .* --name NAME --port PORT\n/, [
     [[], /required: --name, --port$/],
     [["--name=server"], /required: --port$/],
     [["--port=8800"], /required: --name$/],
@@ -296,25 +295,9 @@ Deno.test("2_3: --help exits 0; missing or bad arguments exit 2 with argparse's 
       ["--name=server", "--port=1", "--bogus"],
       /unrecognized arguments: --bogus$/,
     ],
-  ];
-  for (const [args, error] of cases) {
-    const result = await run(DENO, ["run", FILE, ...args]);
-    assertEquals(result.code, 2, `exit code for ${args}`);
-    const [usage, message] = result.stderr.trimEnd().split("\n");
-    assertMatch(usage, /^usage: 2_3_chat_server_with_select\.ts \[-h\]/);
-    assertMatch(message, error);
-  }
-});
+  ]));
 
 Deno.test("2_3: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startServer();
-  const result = await run(DENO, [
-    "run",
-    ALLOW_NET,
-    FILE,
-    "--name=server",
-    `--port=${server.port}`,
-  ]);
-  assertEquals(result.code, 1);
-  assertMatch(result.stderr, /^Error: cannot listen on localhost:\d+: .*\n$/);
+  await assertPortInUse(FILE, ["--name=server", `--port=${server.port}`]);
 });

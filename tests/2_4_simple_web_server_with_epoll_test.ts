@@ -1,5 +1,7 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import {
+  assertArgparse,
+  assertPortInUse,
   DENO,
   have,
   run,
@@ -206,39 +208,19 @@ Deno.test("2_4: SIGINT and SIGTERM close every connection and exit 0", async () 
   }
 });
 
-Deno.test("2_4: --help exits 0; bad arguments exit 2 with argparse's usage", async () => {
-  const help = await run(DENO, ["run", FILE, "--help"]);
-  assertEquals(help.code, 0);
-  assertMatch(help.stdout, /^usage: .* --port PORT .*--header-timeout/);
-  for (
-    const bad of [
-      [],
-      ["--port=abc"],
-      ["--port=70000"],
-      ["--port=0", "--header-timeout=0"],
-      ["--port=0", "--header-timeout=soon"],
-      ["--port=0", "--verbose"],
-    ]
-  ) {
-    const result = await run(DENO, ["run", FILE, ...bad]);
-    assertEquals(result.code, 2, `exit code for ${bad}`);
-    assertMatch(result.stderr, /^usage: .*\n.*: error: .*\n$/);
-  }
-});
+Deno.test("2_4: --help exits 0; bad arguments exit 2 with argparse's usage", () =>
+  assertArgparse(FILE, /^usage: .* --port PORT .*--header-timeout/, [
+    [[], /required: --port$/],
+    [["--port=abc"], /argument --port: invalid .*'abc'$/],
+    [["--port=70000"], /argument --port: invalid .*'70000'$/],
+    [["--port=0", "--header-timeout=0"], /--header-timeout/],
+    [["--port=0", "--header-timeout=soon"], /--header-timeout/],
+    [["--port=0", "--verbose"], /unrecognized arguments: --verbose$/],
+  ]));
 
 Deno.test("2_4: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE);
-  const result = await run(DENO, [
-    "run",
-    "--allow-net=localhost,127.0.0.1",
-    FILE,
-    `--port=${server.port}`,
-  ]);
-  assertEquals(result.code, 1);
-  assertMatch(
-    result.stderr,
-    /^Error: cannot listen on localhost:\d+: .*in use.*\n$/,
-  );
+  await assertPortInUse(FILE, [`--port=${server.port}`]);
 });
 
 Deno.test({

@@ -1,6 +1,13 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { concat } from "@std/bytes/concat";
-import { DENO, have, run, startRecipe, TestClient } from "./harness.ts";
+import {
+  assertArgparse,
+  assertPortInUse,
+  have,
+  run,
+  startRecipe,
+  TestClient,
+} from "./harness.ts";
 
 const FILE = "2_5_echo_server_with_diesel.ts";
 const encoder = new TextEncoder();
@@ -118,30 +125,16 @@ Deno.test("2_5: SIGINT and SIGTERM close every connection and exit 0", async () 
   }
 });
 
-Deno.test("2_5: --help exits 0; a missing or bad --port exits 2 with argparse's usage", async () => {
-  const help = await run(DENO, ["run", FILE, "--help"]);
-  assertEquals(help.code, 0);
-  assertMatch(help.stdout, /usage: .* --port PORT/);
-  for (const bad of [[], ["--port=abc"], ["--port=70000"]]) {
-    const result = await run(DENO, ["run", FILE, ...bad]);
-    assertEquals(result.code, 2, `exit code for ${bad}`);
-    assertMatch(result.stderr, /^usage: .*\n.*error: .*port/);
-  }
-});
+Deno.test("2_5: --help exits 0; a missing or bad --port exits 2 with argparse's usage", () =>
+  assertArgparse(FILE, /^usage: .* --port PORT/, [
+    [[], /required: --port$/],
+    [["--port=abc"], /argument --port: invalid .*'abc'$/],
+    [["--port=70000"], /argument --port: invalid .*'70000'$/],
+  ]));
 
 Deno.test("2_5: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE);
-  const result = await run(DENO, [
-    "run",
-    "--allow-net=localhost,127.0.0.1",
-    FILE,
-    `--port=${server.port}`,
-  ]);
-  assertEquals(result.code, 1);
-  assertMatch(
-    result.stderr,
-    /^Error: cannot listen on localhost:\d+: .*in use.*\n$/,
-  );
+  await assertPortInUse(FILE, [`--port=${server.port}`]);
 });
 
 Deno.test({

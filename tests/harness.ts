@@ -12,6 +12,8 @@
  * byte on a socket, bounded by a deadline that fails with what was captured.
  */
 
+import { assertEquals, assertMatch } from "@std/assert";
+
 export const ROOT = new URL("../", import.meta.url);
 export const ALLOW_NET = "--allow-net=localhost,127.0.0.1";
 export const DEFAULT_TIMEOUT_MS = 10_000;
@@ -418,4 +420,42 @@ export class TestClient implements AsyncDisposable {
     this.close();
     return Promise.resolve();
   }
+}
+
+/**
+ * argparse's contract, which every recipe keeps: `--help` prints a usage
+ * matching `usage` and exits 0; each bad argument list exits 2 with the usage
+ * line and one `FILE: error: ...` line, matching its pattern.
+ */
+export async function assertArgparse(
+  file: string,
+  usage: RegExp,
+  bad: [string[], RegExp][],
+): Promise<void> {
+  const help = await run(DENO, ["run", file, "--help"]);
+  assertEquals(help.code, 0, help.stderr);
+  assertMatch(help.stdout, usage);
+  for (const [args, error] of bad) {
+    const result = await run(DENO, ["run", file, ...args]);
+    assertEquals(result.code, 2, `exit code for ${args}`);
+    const lines = result.stderr.trimEnd().split("\n");
+    assertEquals(lines.length, 2, `usage and one error line for ${args}`);
+    assertMatch(lines[0], /^usage: \S+\.ts \[-h\]/);
+    assertEquals(lines[1].slice(0, file.length + 9), `${file}: error: `);
+    assertMatch(lines[1], error);
+  }
+}
+
+/** A second copy on a port already in use: one line on stderr, exit 1. */
+export async function assertPortInUse(
+  file: string,
+  args: string[],
+  permissions = [ALLOW_NET],
+): Promise<void> {
+  const result = await run(DENO, ["run", ...permissions, file, ...args]);
+  assertEquals(result.code, 1, result.stderr);
+  assertMatch(
+    result.stderr,
+    /^Error: cannot listen on localhost:\d+: .*in use.*\n$/,
+  );
 }
