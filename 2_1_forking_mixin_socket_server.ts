@@ -140,7 +140,10 @@ export class ForkingServer {
       const conn = await this.listener.accept().catch((error: Error) => {
         if (!this.#closing) this.log(`accept failed: ${error.message}`);
       });
-      if (!conn) continue;
+      if (!conn) { // out of file descriptors, accept fails at once: pause
+        await new Promise((resume) => setTimeout(resume, 100));
+        continue;
+      }
       const handler = this.processRequest(conn).catch((error: Error) => {
         this.log(`no handler process: ${error.message}`); // spawn() failed
         conn.close();

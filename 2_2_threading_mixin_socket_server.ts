@@ -125,9 +125,14 @@ export class ThreadedTCPServer {
       const conn = await this.listener.accept().catch((error: Error) => {
         if (!this.#closing) this.log(`accept failed: ${error.message}`);
       });
-      if (!conn) continue;
-      const handler = this.processRequest(conn)
-        .finally(() => this.#handlers.delete(handler));
+      if (!conn) { // out of file descriptors, accept fails at once: pause
+        await new Promise((resume) => setTimeout(resume, 100));
+        continue;
+      }
+      const handler = this.processRequest(conn).catch((error: Error) => {
+        this.log(`handler failed: ${error.message}`); // e.g. no Worker
+        conn.close();
+      }).finally(() => this.#handlers.delete(handler));
       this.#handlers.add(handler);
     }
     await Promise.all(this.#handlers);

@@ -42,6 +42,7 @@ const CHAT_SERVER_NAME = "server";
 const MAX_FRAME_BYTES = 64 * 1024;
 const MAX_QUEUE_BYTES = 1024 * 1024;
 const NAME_TIMEOUT_MS = 10_000;
+const MAX_NAME_CHARS = 64; // a name is repeated in every message it sends
 const READ_SIZE = 16 * 1024;
 const FILE = "2_3_chat_server_with_select.ts";
 const USAGE = `usage: ${FILE} [-h] --name NAME --port PORT`;
@@ -168,6 +169,8 @@ async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
     } catch (error) {
       if (error instanceof Deno.errors.BadResource) return; // listener closed
       console.error(`accept failed: ${error}`); // e.g. reset before accept
+      // Out of file descriptors, accept fails again at once: pause, not spin.
+      await new Promise((resume) => setTimeout(resume, 100));
     }
   }
 }
@@ -252,6 +255,9 @@ export class ChatServer {
     if (!name) {
       const data = batch.shift()!;
       if (!data.startsWith("NAME: ")) return channel.close("no NAME: first");
+      if (data.length > 6 + MAX_NAME_CHARS) {
+        return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+      }
       const host = channel.conn.remoteAddr.hostname;
       name = `${data.slice("NAME: ".length)}@${host}`;
       this.clients += 1;

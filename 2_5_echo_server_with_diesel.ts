@@ -33,14 +33,18 @@
  *   come back exactly, invalid UTF-8 included. A last line with no terminator
  *   before the client's EOF is still answered (without a terminator).
  * - A line is bounded: past MAX_LINE_BYTES the client gets a one-line error
- *   and is disconnected; everyone else carries on.
+ *   and is disconnected (lingering first, so a reset cannot destroy the
+ *   error); everyone else carries on.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
+import { delay } from "@std/async/delay";
 
 const SERVER_HOST = "localhost";
 const MAX_LINE_BYTES = 64 * 1024;
 const READ_SIZE = 16 * 1024;
+const LINGER_BYTES = 8 * 1024 * 1024; // dropped after the error, at most
+const LINGER_MS = 2000;
 const YOU_SAID = new TextEncoder().encode("You said: ");
 const LINE_TOO_LONG = new TextEncoder().encode(
   `Error: line longer than ${MAX_LINE_BYTES} bytes, closing the connection\n`,
@@ -113,6 +117,25 @@ export class DieselConnection {
   }
 
   /**
+   * Before closing on a client that is still sending: shut down writing,
+   * then drop what it sends (up to LINGER_BYTES, for LINGER_MS), since
+   * closing with unread bytes sends a reset that can destroy our last words.
+   */
+  async linger(): Promise<void> {
+    await this.conn.closeWrite();
+    const timer = setTimeout(() => this.conn.close(), LINGER_MS);
+    try {
+      for (let left = LINGER_BYTES; left > 0;) {
+        const n = await this.conn.read(this.#buffer);
+        if (n === null) break;
+        left -= n;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
    * Writes the parts as one buffer (a reused one: no allocation per reply),
    * every byte of it: `conn.write` may take only part of a buffer.
    */
@@ -144,7 +167,8 @@ export class EchoServer {
     } catch (error) {
       if (error instanceof LineTooLongError) {
         farewell = `sent a line over ${MAX_LINE_BYTES} bytes, disconnected`;
-        await client.send(LINE_TOO_LONG).catch(() => {});
+        await client.send(LINE_TOO_LONG).then(() => client.linger())
+          .catch(() => {});
       } else if (error instanceof Deno.errors.BadResource) {
         farewell = "closed by server shutdown";
       } else {
@@ -198,6 +222,7 @@ export async function main(port: number, host = SERVER_HOST): Promise<void> {
       if (shuttingDown) break;
       // One client that resets before it is accepted must not end the server.
       console.error(`accept failed: ${(error as Error).message}`);
+      await delay(100); // out of file descriptors it fails at once: no spin
       continue;
     }
     conn.setNoDelay(true);

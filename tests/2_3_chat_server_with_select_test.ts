@@ -166,6 +166,7 @@ Deno.test("2_3: bad frames get their sender dropped; the others chat on", async 
     ],
     ["JSON that is not an array", rawFrame('{"NAME":"x"}'), /not a JSON array/],
     ["a first frame other than NAME", frame("hello"), /no NAME: first/],
+    ["a 65-character name", frame(`NAME: ${"n".repeat(65)}`), /a name over 64/],
   ];
   for (const [i, [what, bytes, reason]] of cases.entries()) {
     await using raw = await TestClient.connect(server.port);

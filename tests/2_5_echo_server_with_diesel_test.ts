@@ -90,6 +90,17 @@ Deno.test("2_5: an oversize line gets an error and a close; another client is un
   assertEquals(await bystander.readLine(), "You said: still here?\n");
 });
 
+Deno.test("2_5: a client still flooding gets the error line and a clean close", async () => {
+  await using server = await startRecipe(FILE);
+  await using flooder = await TestClient.connect(server.port);
+  // 4 MiB without a newline, more than the kernel buffers hold: a server
+  // that closed with bytes unread would reset the connection, and this
+  // write would fail.
+  await flooder.write("z".repeat(4 * 1024 * 1024));
+  assertMatch(await flooder.readLine(), /^Error: line longer than 65536 bytes/);
+  assert(await flooder.closedByPeer(), "then the server closes");
+});
+
 Deno.test("2_5: a line of exactly 64 KiB is still echoed", async () => {
   await using server = await startRecipe(FILE);
   await using client = await TestClient.connect(server.port);
