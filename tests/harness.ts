@@ -194,7 +194,12 @@ export class Recipe implements AsyncDisposable {
   }
 
   kill(signal: Deno.Signal = "SIGTERM"): void {
-    if (!this.#exited) this.child.kill(signal);
+    try {
+      this.child.kill(signal);
+    } catch (error) {
+      // It may have exited before its status was read; anything else is real.
+      if (!(error instanceof TypeError)) throw error;
+    }
   }
 
   /** Waits for the process to exit and for its output to be read whole. */

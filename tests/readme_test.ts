@@ -20,7 +20,7 @@ const tasks: Record<string, string> = JSON.parse(
 
 for (const { file, text } of readmes) {
   Deno.test(`${file}: every 'deno task' it shows exists in deno.json`, () => {
-    const named = [...text.matchAll(/deno task ([\w-]+)/g)].map((m) => m[1]);
+    const named = [...text.matchAll(/deno task\s+([\w-]+)/g)].map((m) => m[1]);
     assert(named.length > 0, "the README shows no task at all");
     for (const task of named) {
       assert(task in tasks, `no task '${task}' in deno.json`);
