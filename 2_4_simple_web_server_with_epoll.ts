@@ -45,8 +45,6 @@ const RECV_SIZE = 1024; // the book's recv(1024)
 const spareChunks: Uint8Array[] = []; // read buffers to reuse, up to:
 const MAX_SPARE_CHUNKS = 1024;
 const NOTHING = new Uint8Array(0);
-const NEWLINE = new Uint8Array([0x0a]);
-const DASHES = new TextEncoder().encode("-".repeat(40));
 const LF = 0x0a, CR = 0x0d; // a head ends at EOL1 "\n\n" or EOL2 "\n\r\n"
 const encoder = new TextEncoder();
 const decoder = new TextDecoder(); // replaces invalid UTF-8 with U+FFFD
@@ -75,15 +73,15 @@ options:
 /** The book's epoll events, as the states one connection goes through. */
 type EpollEvent = "EPOLLIN" | "EPOLLOUT" | "EPOLLHUP";
 
-let printed: Uint8Array[] = [];
+let printed = "";
 /** Python's print(), batched: what 10 ms print goes out in one write. */
-function print(text: string | Uint8Array): void {
-  if (printed.length === 0) setTimeout(flushPrinted, 10);
-  printed.push(typeof text === "string" ? encoder.encode(text) : text, NEWLINE);
+function print(text: string): void {
+  if (printed === "") setTimeout(flushPrinted, 10);
+  printed += text + "\n";
 }
 function flushPrinted(): void {
-  let bytes = concat(printed);
-  printed = [];
+  let bytes = encoder.encode(printed);
+  printed = "";
   while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
 }
 
@@ -95,16 +93,6 @@ function headEnd(request: Uint8Array, from: number): number {
     if (request[i + 1] === CR && request[i + 2] === LF) return i + 3;
   }
   return -1;
-}
-
-/** Plain ASCII text (tab, CR, LF allowed) can be printed as it came. */
-function isPlainText(bytes: Uint8Array): boolean {
-  for (const byte of bytes) {
-    if (
-      (byte < 0x20 || byte > 0x7e) && byte !== 9 && byte !== LF && byte !== CR
-    ) return false;
-  }
-  return true;
 }
 
 // deno-lint-ignore no-control-regex
@@ -221,11 +209,8 @@ export class EpollServer {
         this.requests.set(fileno, old.length > 0 ? request : request.slice());
         return "EPOLLIN";
       }
-      const head = request.slice(0, end - 2); // the book's decode()[:-2]
-      print(DASHES);
-      print(
-        isPlainText(head) ? head : decoder.decode(head).replace(CONTROL, hex),
-      );
+      const head = decoder.decode(request.subarray(0, end - 2));
+      print(`${"-".repeat(40)}\n${head.replace(CONTROL, hex)}`);
       return "EPOLLOUT";
     } finally {
       if (spareChunks.length < MAX_SPARE_CHUNKS) spareChunks.push(chunk);
