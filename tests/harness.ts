@@ -135,6 +135,7 @@ export class Recipe implements AsyncDisposable {
   /**
    * Waits until `pattern` appears in stdout after everything already
    * consumed, consumes up to the end of the match and returns the match.
+   * One wait at a time per process: a second would replace the first.
    */
   async waitFor(
     pattern: string | RegExp,
@@ -173,7 +174,7 @@ export class Recipe implements AsyncDisposable {
 
   /** The next whole stdout line, without its newline. */
   async nextLine(ms = DEFAULT_TIMEOUT_MS): Promise<string> {
-    return (await this.waitFor(/^(.*)\n/, ms))[1];
+    return (await this.waitFor(/^([^\n]*)\n/, ms))[1]; // "\r" stays in
   }
 
   /** Everything printed since the last consumed match, consumed now. */
@@ -287,13 +288,15 @@ export async function run(
     stderr: "piped",
     env: { NO_COLOR: "1" },
   }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(encoder.encode(input)).catch(() => {});
-  await writer.close().catch(() => {});
+  // Read the output while writing the input, both inside the deadline: a
+  // program that prints much before it reads must not block the write.
   const output = child.output();
+  const writer = child.stdin.getWriter();
+  const writing = writer.write(encoder.encode(input))
+    .then(() => writer.close()).catch(() => {});
   try {
-    const { code, stdout, stderr } = await withDeadline(
-      output,
+    const [{ code, stdout, stderr }] = await withDeadline(
+      Promise.all([output, writing]),
       ms,
       `${program} ${args.join(" ")}`,
     );
@@ -304,7 +307,7 @@ export async function run(
     };
   } catch (error) {
     child.kill("SIGKILL");
-    await output;
+    await Promise.all([output, writing]);
     throw error;
   }
 }
