@@ -58,6 +58,32 @@ export function have(program: string): boolean {
   }
 }
 
+/**
+ * The path of one of the book's own scripts in the reader's copy named by
+ * BOOK_DIR (`.ci/run` points it at ../shared/book/Chapter02), or the reason
+ * a test that needs it must skip: unset, no python3, or no such file. The
+ * check runs in python3, which will run the script, so the tests need no
+ * read permission on the reader's folder.
+ */
+export function bookScript(
+  file: string,
+): { path: string; skip?: undefined } | { path?: undefined; skip: string } {
+  const dir = Deno.env.get("BOOK_DIR");
+  if (!dir) return { skip: "BOOK_DIR is not set (the book's scripts)" };
+  if (!have("python3")) return { skip: "python3 is not installed" };
+  const path = `${dir.replace(/\/+$/, "")}/${file}`;
+  const found = new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import os, sys; sys.exit(not os.path.isfile(sys.argv[1]))",
+      path,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).outputSync().success;
+  return found ? { path } : { skip: `${path} does not exist (BOOK_DIR)` };
+}
+
 export interface StartOptions {
   /** Arguments after the file name; `--port=0` is added unless `port: false`. */
   args?: string[];
