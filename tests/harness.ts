@@ -84,6 +84,37 @@ export function bookScript(
   return found ? { path } : { skip: `${path} does not exist (BOOK_DIR)` };
 }
 
+/** python3: connect and reset (SO_LINGER 0), `n` times, as fast as it can. */
+const RESET_SCRIPT = `
+import socket, struct, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    s = socket.create_connection((host, port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+`;
+
+/**
+ * Opens `count` connections to the port and resets each at once, so most
+ * are reset while still in the listener's accept queue: Deno's `accept()`
+ * then rejects (`NotConnected`, os error 107) for each. Needs python3 (Deno
+ * cannot set SO_LINGER); returns false, to skip, without it.
+ */
+export async function resetWhileQueued(
+  port: number,
+  count: number,
+  host = "127.0.0.1",
+): Promise<boolean> {
+  if (!have("python3")) return false;
+  const { success, stderr } = await new Deno.Command("python3", {
+    args: ["-c", RESET_SCRIPT, host, String(port), String(count)],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`resets failed: ${decoder.decode(stderr)}`);
+  return true;
+}
+
 export interface StartOptions {
   /** Arguments after the file name; `--port=0` is added unless `port: false`. */
   args?: string[];
