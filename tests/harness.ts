@@ -142,10 +142,16 @@ export class Recipe implements AsyncDisposable {
   #readers: ReadableStreamDefaultReader<string>[] = [];
   #exited = false;
   #stdoutEnded = false;
+  #group: boolean;
 
-  constructor(readonly file: string, args: string[], permissions: string[]) {
-    this.child = new Deno.Command(DENO, {
-      args: ["run", "--quiet", ...permissions, file, ...args],
+  /**
+   * Runs `program` with `args` (for a recipe: `deno run --quiet <flags>
+   * <file> ...`); `file` names it in failure messages.
+   */
+  constructor(readonly file: string, args: string[], program = DENO) {
+    this.#group = program === "setsid";
+    this.child = new Deno.Command(program, {
+      args,
       cwd: ROOT,
       stdin: "piped",
       stdout: "piped",
@@ -251,6 +257,19 @@ export class Recipe implements AsyncDisposable {
     await this.#stdin.close().catch(() => {});
   }
 
+  /**
+   * Signals the child's whole process group, as a terminal's Ctrl-C does
+   * (the child must lead its group: `startTask` runs it under `setsid`).
+   */
+  killGroup(signal: Deno.Signal = "SIGINT"): void {
+    // kill(1), since Deno.kill() of a group needs --allow-run for everything.
+    new Deno.Command("kill", {
+      args: [`-${signal.replace(/^SIG/, "")}`, "--", `-${this.child.pid}`],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync();
+  }
+
   kill(signal: Deno.Signal = "SIGTERM"): void {
     try {
       this.child.kill(signal);
@@ -288,7 +307,8 @@ export class Recipe implements AsyncDisposable {
     await this.#stdin.close().catch(() => {});
     if (!this.#exited) {
       try {
-        this.child.kill("SIGKILL");
+        if (this.#group) this.killGroup("SIGKILL"); // the script too
+        else this.child.kill("SIGKILL");
       } catch {
         // already gone
       }
@@ -308,7 +328,38 @@ export async function startRecipe(
 ): Promise<Recipe> {
   const args = [...(options.args ?? [])];
   if (options.port ?? true) args.push("--port=0");
-  const recipe = new Recipe(file, args, options.permissions ?? [ALLOW_NET]);
+  const permissions = options.permissions ?? [ALLOW_NET];
+  const recipe = new Recipe(file, [
+    "run",
+    "--quiet",
+    ...permissions,
+    file,
+    ...args,
+  ]);
+  return await ready(recipe, options);
+}
+
+/**
+ * Starts `deno task <task> <args>` as a reader does, in a process group of
+ * its own (under `setsid`), so `killGroup("SIGINT")` reaches the task runner
+ * and the script at once, as a terminal's Ctrl-C does. Waits for the ready
+ * line as `startRecipe` does; `port: false` leaves out `--port=0`.
+ */
+export async function startTask(
+  task: string,
+  options: StartOptions = {},
+): Promise<Recipe> {
+  const args = [...(options.args ?? [])];
+  if (options.port ?? true) args.push("--port=0");
+  const recipe = new Recipe(
+    `deno task ${task}`,
+    [DENO, "task", "--quiet", task, ...args],
+    "setsid",
+  );
+  return await ready(recipe, options);
+}
+
+async function ready(recipe: Recipe, options: StartOptions): Promise<Recipe> {
   try {
     const match = await recipe.waitFor(
       options.ready ?? /Listening on \S+:(\d+)/,
