@@ -28,14 +28,18 @@
  * - A frame over 64 KiB or cut short, bytes that are not a JSON array of text,
  *   a first frame other than NAME, or 1 MiB queued for a client that stopped
  *   reading: that client is dropped with a log line.
- * - End of stdin no longer spins the loop; a dropped client is counted out;
- *   the client refuses a line too long to send.
+ * - End of stdin no longer spins the loop: the server stops watching it; a
+ *   client sends what was typed, says it is leaving and exits 0. Stdin is
+ *   read with plain `Deno.stdin.read()` calls, so no line is lost.
+ * - A dropped client is counted out; the client refuses a line too long to
+ *   send. Ctrl-C shuts down once, with its listeners installed before the
+ *   ready line; a connection that reset before accept() only gets a log line.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
 import { concat } from "@std/bytes/concat";
 import { MuxAsyncIterator } from "@std/async/mux-async-iterator";
-import { TextLineStream } from "@std/streams/text-line-stream";
+import { delay } from "@std/async/delay";
 
 const SERVER_HOST = "localhost";
 const CHAT_SERVER_NAME = "server";
@@ -44,15 +48,28 @@ const MAX_QUEUE_BYTES = 1024 * 1024;
 const NAME_TIMEOUT_MS = 10_000;
 const MAX_NAME_CHARS = 64; // a name is repeated in every message it sends
 const READ_SIZE = 16 * 1024;
+const STDIN_READ_BYTES = 16 * 1024;
+const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
+const LEAVE_FLUSH_MS = 5_000; // how long a leaving client waits to send the rest
 const FILE = "2_3_chat_server_with_select.ts";
 const USAGE = `usage: ${FILE} [-h] --name NAME --port PORT`;
+const HELP = `${USAGE}
+
+Socket Server Example with Select
+
+options:
+  -h, --help   show this help message and exit
+  --name NAME  "server" runs the chat server; any other name joins it as a
+               client of that name
+  --port PORT  port the server listens on (0 picks a free one), or the
+               port a client connects to`;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** What a loop waits on: the book's `inputs`, as events. */
 type Event =
   | { source: "server"; conn: Deno.TcpConn }
-  | { source: "stdin"; line: string }
+  | { source: "stdin"; line: string | null } // null: the end of stdin
   | { source: "signal" }
   | { source: "client"; channel: Channel; data: string[] | null };
 type Mux = AsyncIterable<Event> & { add(it: AsyncIterable<Event>): void };
@@ -84,6 +101,8 @@ export class Channel {
   #frames: string[] = []; // whole, not yet taken
   #queue: Uint8Array[] = [];
   #queued = 0; // bytes queued or being written: a writer runs while > 0
+  #writer?: Promise<void>; // the writer running now, if any
+  #deadline?: ReturnType<typeof setTimeout>;
 
   constructor(readonly conn: Deno.TcpConn, readonly id = 0) {
     conn.setNoDelay(true);
@@ -128,7 +147,30 @@ export class Channel {
     this.#queued += bytes.length;
     if (this.#queued > MAX_QUEUE_BYTES) {
       this.close("stopped reading: over 1 MiB queued");
-    } else if (this.#queued === bytes.length) this.#flush(); // no writer yet
+    } else if (this.#queued === bytes.length) {
+      this.#writer = this.#flush(); // no writer yet
+    }
+  }
+
+  /** Resolves once everything queued so far is written (or the write failed). */
+  async drained(): Promise<void> {
+    await this.#writer;
+  }
+
+  /**
+   * Closes it with `reason` unless `clearDeadline()` comes first. The timer
+   * holds this Channel (and its buffers) until it fires or is cleared, so
+   * both the NAME frame and `close()` clear it: a connection that ended is
+   * free to be collected at once, not 10 seconds later.
+   */
+  setDeadline(ms: number, reason: string): void {
+    this.clearDeadline();
+    this.#deadline = setTimeout(() => this.close(reason), ms);
+  }
+
+  clearDeadline(): void {
+    clearTimeout(this.#deadline);
+    this.#deadline = undefined;
   }
 
   /** The one writer: all that is queued goes out in one write per turn. */
@@ -151,7 +193,17 @@ export class Channel {
   close(reason = "closed"): void {
     if (this.dropReason !== undefined) return;
     this.dropReason = reason;
-    this.conn.close();
+    this.clearDeadline();
+    closeQuietly(this.conn);
+  }
+}
+
+/** Closes a connection, ignoring "already closed". */
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BadResource)) throw error;
   }
 }
 
@@ -162,33 +214,82 @@ function select(...inputs: AsyncIterable<Event>[]): Mux {
   return mux;
 }
 
+/** Out of descriptors or memory: the only accept() failures a pause helps. */
+function isOutOfResources(error: Error): boolean {
+  return /os error (12|23|24|105)\b/.test(error.message);
+}
+
+/** The listening socket's events: one per accepted connection. */
 async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
   while (true) {
+    let conn: Deno.TcpConn;
     try {
-      yield { source: "server", conn: await listener.accept() };
+      conn = await listener.accept();
     } catch (error) {
-      if (error instanceof Deno.errors.BadResource) return; // listener closed
-      console.error(`accept failed: ${error}`); // e.g. reset before accept
-      // Out of file descriptors, accept fails again at once: pause, not spin.
-      await new Promise((resume) => setTimeout(resume, 100));
+      // shutdown() closed the listener: the book's server.close().
+      if (error instanceof Deno.errors.BadResource) return;
+      if (isOutOfResources(error as Error)) {
+        // Out of descriptors, accept() fails again at once: pause, not spin,
+        // since a descriptor may free up meanwhile.
+        console.error(`accept failed: ${error}; pausing ${ACCEPT_PAUSE_MS} ms`);
+        await delay(ACCEPT_PAUSE_MS);
+      } else {
+        // One connection failed on its own (say it reset while queued,
+        // NotConnected): waiting would help nobody, so accept the next now.
+        console.error(`accept failed: ${error}`);
+      }
+      continue;
     }
+    yield { source: "server", conn };
   }
 }
 
-/** Lines typed; at the end of stdin, no more (the book's loop spun). */
+/**
+ * Lines typed, then one `line: null` event at the end of stdin. A plain
+ * `Deno.stdin.read()` loop into our own buffer: every byte read is ours, so
+ * no line can be lost (`Deno.stdin.readable` through `TextLineStream` can
+ * lose the first one, denoland/deno#35601). A last line without a newline
+ * still counts as a line. The book's loop spun at the end of stdin, as
+ * `select` kept saying it was readable.
+ */
 async function* stdinLines(): AsyncGenerator<Event> {
-  const lines: ReadableStream<string> = Deno.stdin.readable
-    .pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
-  for await (const line of lines) yield { source: "stdin", line };
+  const chunk = new Uint8Array(STDIN_READ_BYTES);
+  const text = new TextDecoder(); // stream: true keeps a character cut in two
+  let pending = "";
+  while (true) {
+    const n = await Deno.stdin.read(chunk);
+    if (n === null) break;
+    pending += text.decode(chunk.subarray(0, n), { stream: true });
+    for (
+      let end = pending.indexOf("\n");
+      end >= 0;
+      end = pending.indexOf("\n")
+    ) {
+      yield { source: "stdin", line: pending.slice(0, end) };
+      pending = pending.slice(end + 1);
+    }
+  }
+  pending += text.decode();
+  if (pending !== "") yield { source: "stdin", line: pending };
+  yield { source: "stdin", line: null };
 }
 
-/** Ctrl-C, or SIGTERM where there is one: the book's signal handler. */
-async function* interrupts(): AsyncGenerator<Event> {
-  await new Promise<void>((resolve) => {
-    Deno.addSignalListener("SIGINT", resolve);
-    if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", resolve);
-  });
-  yield { source: "signal" };
+/**
+ * Ctrl-C, or SIGTERM where there is one: the book's signal handler. The
+ * listeners are added when this is called (before the ready line, so a
+ * Ctrl-C right after it gets the shutdown) and stay until the process
+ * exits: a second signal, such as the one a terminal's Ctrl-C delivers to
+ * `deno task` and passes on again, finds a listener that does nothing more,
+ * instead of Deno's default exit with 130. One event, however many signals.
+ */
+function interrupts(): AsyncIterable<Event> {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  Deno.addSignalListener("SIGINT", resolve);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", resolve);
+  return (async function* () {
+    await promise;
+    yield { source: "signal" } as const;
+  })();
 }
 
 /** An example chat server: one loop over whatever is ready, as with select. */
@@ -196,6 +297,7 @@ export class ChatServer {
   clients = 0;
   clientmap = new Map<Channel, string>(); // each connection: name@ip, or ""
   readonly server: Deno.TcpListener;
+  #shuttingDown = false;
 
   constructor(port: number) {
     try {
@@ -208,34 +310,56 @@ export class ChatServer {
     console.log(`Server listening to port: ${this.server.addr.port} ...`);
   }
 
-  async run(): Promise<never> {
-    const inputs = select(accepts(this.server), stdinLines(), interrupts());
+  /**
+   * The book's loop, over the listening socket, every client and `inputs`
+   * (the command line passes stdin and the signals). Returns after
+   * `shutdown()`, once the loop has stopped.
+   */
+  async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    const ready = select(accepts(this.server), ...inputs);
     let lastId = 0;
-    for await (const event of inputs) {
+    for await (const event of ready) {
       if (event.source === "server") {
-        // The server socket: a connection, whose NAME comes as an event.
+        // book: if sock == self.server: a connection, whose NAME comes as an event.
         const channel = new Channel(event.conn, ++lastId);
         const { hostname, port } = event.conn.remoteAddr;
         const from = `('${hostname}', ${port})`;
         console.log(`Chat server: got connection ${channel.id} from ${from}`);
         this.clientmap.set(channel, "");
-        inputs.add(channel.events());
-        setTimeout(() => {
-          if (this.clientmap.get(channel) !== "") return; // named, or gone
-          channel.close(`sent no name within ${NAME_TIMEOUT_MS / 1000} s`);
-        }, NAME_TIMEOUT_MS);
+        ready.add(channel.events());
+        const seconds = NAME_TIMEOUT_MS / 1000;
+        channel.setDeadline(
+          NAME_TIMEOUT_MS,
+          `sent no name within ${seconds} s`,
+        );
       } else if (event.source === "stdin") {
-        break; // Standard input: a line stops the server.
+        // book: elif sock == sys.stdin: a line stops the server; the end of
+        // stdin (a server run without a terminal) only stops watching it.
+        if (event.line === null) continue;
+        this.shutdown();
+        break;
       } else if (event.source === "signal") {
+        // book: sighandler()
         console.log("Shutting down server...");
+        this.shutdown();
         break;
       } else {
-        this.#receive(event.channel, event.data); // All other sockets
+        this.#receive(event.channel, event.data); // book: all other sockets
       }
     }
+  }
+
+  /**
+   * Closes the listening socket and every connection, once: a second call
+   * (a second Ctrl-C) does nothing and prints nothing.
+   */
+  shutdown(): void {
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
     this.server.close();
-    for (const channel of this.clientmap.keys()) channel.close();
-    Deno.exit(0); // a pending stdin read would keep the process alive
+    for (const channel of this.clientmap.keys()) {
+      channel.close("closed by server shutdown");
+    }
   }
 
   /** NAME, then messages (to all but their sender, in one buffer); or null. */
@@ -258,6 +382,7 @@ export class ChatServer {
       if (data.length > 6 + MAX_NAME_CHARS) {
         return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
       }
+      channel.clearDeadline();
       const host = channel.conn.remoteAddr.hostname;
       name = `${data.slice("NAME: ".length)}@${host}`;
       this.clients += 1;
@@ -300,20 +425,33 @@ export class ChatClient {
     }
   }
 
-  async run(): Promise<never> {
-    const inputs = select(stdinLines(), this.channel.events(), interrupts());
+  /** The book's client loop: returns when the client is done. */
+  async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    const ready = select(this.channel.events(), ...inputs);
     const prompt = encoder.encode(this.prompt); // no newline: no console.log
     Deno.stdout.writeSync(prompt);
-    for await (const event of inputs) {
+    for await (const event of ready) {
       if (event.source === "stdin") {
-        const bytes = frame(event.line.trim());
+        // book: if sock == 0:
+        if (event.line === null) {
+          // The end of stdin (Ctrl-D, or the end of a pipe): what was typed
+          // is queued already; send it, then leave. The book went on
+          // reading the socket while nothing typed could be sent any more.
+          console.log(" Client leaving: end of input. ");
+          await this.leave();
+          return;
+        }
+        const line = event.line.trim();
+        const bytes = frame(line);
         if (bytes.length > 4 + MAX_FRAME_BYTES) {
           console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
-        } else if (event.line.trim()) this.channel.send(bytes);
+        } else if (line) this.channel.send(bytes);
       } else if (event.source === "signal") {
+        // book: except KeyboardInterrupt:
         console.log(" Client interrupted. ");
         break;
       } else if (event.source === "client" && event.data !== null) {
+        // book: elif sock == self.sock:
         console.log(event.data.join(`\n${this.prompt}`)); // a prompt each
       } else {
         console.log("Client shutting down.");
@@ -322,15 +460,24 @@ export class ChatClient {
       Deno.stdout.writeSync(prompt);
     }
     this.channel.close();
-    Deno.exit(0);
+  }
+
+  /** Sends what is queued (for at most LEAVE_FLUSH_MS), then closes. */
+  async leave(): Promise<void> {
+    const timeout = new AbortController();
+    await Promise.race([
+      this.channel.drained(),
+      delay(LEAVE_FLUSH_MS, { signal: timeout.signal }).catch(() => {}),
+    ]);
+    timeout.abort();
+    this.channel.close();
   }
 }
 
-/** argparse: the help, or the usage and a one-line error on stderr, exit 2. */
-function usage(error?: string): never {
-  if (error) console.error(`${USAGE}\n${FILE}: error: ${error}`);
-  else console.log(`${USAGE}\n\nSocket Server Example with Select`);
-  Deno.exit(error ? 2 : 0);
+/** argparse: usage and `FILE: error: message` on stderr, exit 2. */
+function argumentError(message: string): never {
+  console.error(`${USAGE}\n${FILE}: error: ${message}`);
+  Deno.exit(2);
 }
 
 if (import.meta.main) {
@@ -338,15 +485,29 @@ if (import.meta.main) {
     string: ["name", "port"],
     boolean: ["help"],
     alias: { h: "help" },
-    unknown: (arg: string) => usage(`unrecognized arguments: ${arg}`),
+    unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
   });
   const missing = ["name", "port"].filter((f) => !(f in args)).join(", --");
   const port = Number(args.port);
-  if (args.help) usage();
-  if (missing) usage(`the following arguments are required: --${missing}`);
-  if (!/^\d+$/.test(args.port) || port > 65535) {
-    usage(`argument --port: invalid port value: '${args.port}'`);
+  if (args.help) {
+    console.log(HELP);
+    Deno.exit(0);
   }
-  if (args.name === CHAT_SERVER_NAME) await new ChatServer(port).run();
-  else await (await ChatClient.connect(args.name, port)).run();
+  if (missing) {
+    argumentError(`the following arguments are required: --${missing}`);
+  }
+  if (!/^\d+$/.test(args.port) || port > 65535) {
+    argumentError(`argument --port: invalid port value: '${args.port}'`);
+  }
+  // Signal listeners first: a Ctrl-C right after the ready line is ours.
+  const signals = interrupts();
+  if (args.name === CHAT_SERVER_NAME) {
+    await new ChatServer(port).run(stdinLines(), signals);
+  } else {
+    await (await ChatClient.connect(args.name, port)).run(
+      stdinLines(),
+      signals,
+    );
+  }
+  Deno.exit(0); // a pending stdin read would keep the process alive
 }
