@@ -7,6 +7,7 @@ import {
 import {
   assertArgparse,
   assertPortInUse,
+  bookScript,
   DENO,
   have,
   resetWhileQueued,
@@ -309,3 +310,58 @@ Deno.test({
   },
 });
 if (!have("nc")) console.warn("skipping the nc test: nc is not installed");
+
+/**
+ * The book's own client code, loaded by path from the reader's copy (the
+ * module name starts with a digit, so `import` cannot name it), as the book's
+ * main() uses it: two ForkedClients in turn, then both shut down.
+ */
+const BOOK_CLIENTS = `
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("book_2_1", sys.argv[1])
+book = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(book)
+port = int(sys.argv[2])
+client1 = book.ForkedClient("127.0.0.1", port)
+client1.run()
+client2 = book.ForkedClient("127.0.0.1", port)
+client2.run()
+client1.shutdown()
+client2.shutdown()
+`;
+const book = bookScript("2_1_forking_mixin_socket_server.py");
+
+/** The book's ForkedClient speaks to our server and gets its handler's reply. */
+Deno.test({
+  name: "2_1: the book's ForkedClient gets the right replies from --serve",
+  ignore: !book.path,
+  async fn() {
+    await using server = await startRecipe(FILE, SERVE);
+    const python = await run("python3", [
+      "-c",
+      BOOK_CLIENTS,
+      book.path!,
+      String(server.port),
+    ]);
+    assertEquals(python.code, 0, python.stderr);
+    const [, client] = python.stdout.match(/^PID (\d+) /) ?? [];
+    const handlers: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      handlers.push((await server.waitFor(/Handler PID (\d+) started/))[1]);
+    }
+    assertNotEquals(handlers[0], handlers[1]);
+    // The book prints response[5:] of the bytes: its repr, cut after 5 bytes.
+    const sent = `PID ${client} Sending echo message to the server : ` +
+      `"Hello echo server!"\nSent: 18 characters, so far...\n`;
+    const received = (pid: string) =>
+      `PID ${client} received: b'${`${pid}: Hello echo server!`.slice(5)}'\n`;
+    assertEquals(
+      python.stdout,
+      sent + received(handlers[0]) + sent + received(handlers[1]),
+    );
+    for (const pid of handlers) {
+      await server.waitFor(`Handler PID ${pid} exited with code 0`);
+    }
+  },
+});
+if (book.skip) console.warn(`skipping the book's client test: ${book.skip}`);

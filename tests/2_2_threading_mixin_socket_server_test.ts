@@ -2,6 +2,7 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import {
   assertArgparse,
   assertPortInUse,
+  bookScript,
   DENO,
   have,
   resetWhileQueued,
@@ -236,3 +237,45 @@ Deno.test({
   },
 });
 if (!have("nc")) console.warn("skipping the nc test: nc is not installed");
+
+/**
+ * The book's own client() function, loaded by path from the reader's copy
+ * (the module name starts with a digit, so `import` cannot name it), called
+ * as the book's __main__ calls it: three clients in turn.
+ */
+const BOOK_CLIENTS = `
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("book_2_2", sys.argv[1])
+book = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(book)
+port = int(sys.argv[2])
+book.client("127.0.0.1", port, "Hello from client 1")
+book.client("127.0.0.1", port, "Hello from client 2")
+book.client("127.0.0.1", port, "Hello from client 3")
+`;
+const book = bookScript("2_2_threading_mixin_socket_server.py");
+
+/** The book's client() speaks to our server and gets each thread's reply. */
+Deno.test({
+  name: "2_2: the book's client() gets the right replies from --serve",
+  ignore: !book.path,
+  async fn() {
+    await using server = await startRecipe(FILE, SERVE);
+    const python = await run("python3", [
+      "-c",
+      BOOK_CLIENTS,
+      book.path!,
+      String(server.port),
+    ]);
+    assertEquals(python.code, 0, python.stderr);
+    // The book prints the repr of the reply's bytes.
+    assertEquals(
+      python.stdout,
+      "Client received: b'Thread-1: Hello from client 1'\n" +
+        "Client received: b'Thread-2: Hello from client 2'\n" +
+        "Client received: b'Thread-3: Hello from client 3'\n",
+    );
+    await server.waitFor(/Thread-3 replied with 29 bytes; terminated/);
+  },
+});
+if (book.skip) console.warn(`skipping the book's client test: ${book.skip}`);
