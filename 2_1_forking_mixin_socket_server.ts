@@ -27,8 +27,11 @@
  * character cut at the 1024-byte read cannot throw). Children are reaped (the
  * book never did). As with `max_children`, at most 40 handlers run, then
  * accepting pauses; each has `--timeout` seconds (default 10). A client that
- * leaves, or a handler that dies, ends only its connection, with a log line.
- * Ctrl-C or SIGTERM kills and reaps every handler, closes all, exits 0.
+ * leaves, or a handler that dies, ends only its connection, with a log line;
+ * one that resets before it is accepted costs a log line and no pause (only
+ * running out of descriptors or memory pauses accepting, 100 ms). Ctrl-C or
+ * SIGTERM kills and reaps every handler, closes all, exits 0, once however
+ * many signals come.
  */
 
 const SERVER_HOST = "localhost";
@@ -38,6 +41,7 @@ const ECHO_MSG = "Hello echo server!";
 const MAX_CHILDREN = 40; // socketserver.ForkingMixIn.max_children
 const TIMEOUT_S = 10;
 const RELAY_SIZE = 16 * 1024;
+const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
 const HANDLER_MODE = "--handle-request"; // internal: be one handler process
 const SELF = import.meta.filename!;
 const HANDLER_PROCESS: Deno.CommandOptions = {
@@ -109,6 +113,16 @@ async function* reads(conn: Deno.Conn) {
   for (let n; (n = await conn.read(buffer)) !== null;) yield buffer.slice(0, n);
 }
 
+/**
+ * Did accept() fail for want of file descriptors or memory (EMFILE, ENFILE,
+ * ENOMEM, ENOBUFS)? Only then does waiting help: a descriptor may free up.
+ * Any other failure (a client that reset while queued: os error 107) is that
+ * one connection's, and the next one may be fine.
+ */
+function isOutOfResources(error: Error): boolean {
+  return /os error (12|23|24|105)\b/.test(error.message);
+}
+
 /** Signals a child; one that has just exited makes kill() throw: ignored. */
 function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
   try {
@@ -136,12 +150,23 @@ export class ForkingServer {
       while (this.children.size >= MAX_CHILDREN && !this.#closing) {
         await Promise.race(this.#handlers);
       }
-      // One client's failed accept must not end the server.
-      const conn = await this.listener.accept().catch((error: Error) => {
-        if (!this.#closing) this.log(`accept failed: ${error.message}`);
-      });
-      if (!conn) { // out of file descriptors, accept fails at once: pause
-        await new Promise((resume) => setTimeout(resume, 100));
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.listener.accept();
+      } catch (error) {
+        if (this.#closing) break; // shutdown() closed the listener
+        // One client's failed accept must not end the server, nor delay the
+        // next client: only a want of descriptors or memory is waited out.
+        if (isOutOfResources(error as Error)) {
+          this.log(
+            `accept failed: ${
+              (error as Error).message
+            }; pausing ${ACCEPT_PAUSE_MS} ms`,
+          );
+          await new Promise((resume) => setTimeout(resume, ACCEPT_PAUSE_MS));
+        } else {
+          this.log(`accept failed: ${(error as Error).message}`);
+        }
         continue;
       }
       const handler = this.processRequest(conn).catch((error: Error) => {
@@ -175,16 +200,26 @@ export class ForkingServer {
     // Forgotten and logged at once: the log's count is the server's count.
     this.children.delete(child);
     clearTimeout(timer);
-    const end = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    const end = this.#closing && signal === "SIGTERM"
+      ? "closed by server shutdown" // killed by shutdown(): not a failure
+      : signal
+      ? `was killed by ${signal}`
+      : `exited with code ${code}`;
     this.log(`${pid} ${end}${note} ${running()}`);
     conn.close();
     await upstream;
   }
 
-  /** Stops accepting and kills every handler process; serveForever reaps. */
+  /**
+   * The one shutdown: stops accepting and kills every handler process;
+   * serveForever reaps them. Idempotent: a terminal's Ctrl-C under `deno
+   * task` delivers SIGINT twice (to the task runner, which passes it on, and
+   * to this process), and the second call does nothing and prints nothing.
+   */
   shutdown(): void {
     if (this.#closing) return;
     this.#closing = true;
+    this.log(`Shutting down: killing ${this.children.size} handlers...`);
     this.listener.close();
     for (const child of this.children) kill(child, "SIGTERM");
   }
@@ -212,12 +247,12 @@ export async function main(server: ForkingServer): Promise<void> {
 
 /** --serve: the server alone, until Ctrl-C or SIGTERM. */
 export async function serve(server: ForkingServer): Promise<void> {
-  const stop = () => {
-    console.log(`Shutting down: killing ${server.children.size} handlers...`);
-    server.shutdown();
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  // Listening before the ready line, so a Ctrl-C right after it still gets
+  // the shutdown. The listeners stay until the process exits: a listener
+  // replaces Deno's default exit, so a late second SIGINT cannot kill with 130.
+  const shutdown = () => server.shutdown();
+  Deno.addSignalListener("SIGINT", shutdown);
+  Deno.addSignalListener("SIGTERM", shutdown);
   const { hostname, port } = server.listener.addr;
   console.log(`Server loop running PID: ${Deno.pid}`);
   console.log(`Listening on ${hostname}:${port}`);
@@ -268,5 +303,13 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
   }
   const log = args.serve ? console.log : undefined; // demo: the book's lines
   const server = new ForkingServer(listener, deno, timeout * 1000, log);
-  await (args.serve ? serve(server) : main(server));
+  if (args.serve) {
+    await serve(server);
+    // Exit now rather than when the event loop drains: while Deno tears the
+    // runtime down it drops the signal listeners, and the second SIGINT of a
+    // Ctrl-C under `deno task` (passed on by the task runner) could then
+    // arrive to find none and kill this process with status 130.
+    Deno.exit(0);
+  }
+  await main(server);
 }

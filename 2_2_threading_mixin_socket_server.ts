@@ -31,8 +31,10 @@
  * Workers run, then accepting pauses (clients wait in the backlog). A
  * handler has `--timeout` seconds (default 10). A Worker is terminated when
  * its connection ends; one that fails ends only its connection, with a log
- * line. With --serve, Ctrl-C or SIGTERM closes the listener, terminates every
- * Worker, closes every connection and exits 0.
+ * line; one that resets before it is accepted costs a log line and no pause
+ * (only running out of descriptors or memory pauses accepting, 100 ms). With
+ * --serve, Ctrl-C or SIGTERM closes the listener, terminates every Worker,
+ * closes every connection and exits 0, once however many signals come.
  */
 
 const SERVER_HOST = "localhost";
@@ -41,6 +43,7 @@ const BUF_SIZE = 1024;
 const MAX_THREADS = 40;
 const TIMEOUT_S = 10;
 const RELAY_SIZE = 16 * 1024;
+const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
 const NAME = "2_2_threading_mixin_socket_server.ts";
 const USAGE = `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS]`;
 const HELP = `${USAGE}
@@ -100,6 +103,16 @@ async function* reads(conn: Deno.Conn) {
   for (let n; (n = await conn.read(buffer)) !== null;) yield buffer.slice(0, n);
 }
 
+/**
+ * Did accept() fail for want of file descriptors or memory (EMFILE, ENFILE,
+ * ENOMEM, ENOBUFS)? Only then does waiting help: a descriptor may free up.
+ * Any other failure (a client that reset while queued: os error 107) is that
+ * one connection's, and the next one may be fine.
+ */
+function isOutOfResources(error: Error): boolean {
+  return /os error (12|23|24|105)\b/.test(error.message);
+}
+
 /** TCPServer + ThreadingMixIn: each accepted client gets a new Worker. */
 export class ThreadedTCPServer {
   /** The running handler Workers, each with the function that stops it. */
@@ -121,12 +134,23 @@ export class ThreadedTCPServer {
       while (this.workers.size >= MAX_THREADS && !this.#closing) {
         await Promise.race(this.#handlers);
       }
-      // One client's failed accept must not end the server.
-      const conn = await this.listener.accept().catch((error: Error) => {
-        if (!this.#closing) this.log(`accept failed: ${error.message}`);
-      });
-      if (!conn) { // out of file descriptors, accept fails at once: pause
-        await new Promise((resume) => setTimeout(resume, 100));
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.listener.accept();
+      } catch (error) {
+        if (this.#closing) break; // shutdown() closed the listener
+        // One client's failed accept must not end the server, nor delay the
+        // next client: only a want of descriptors or memory is waited out.
+        if (isOutOfResources(error as Error)) {
+          this.log(
+            `accept failed: ${
+              (error as Error).message
+            }; pausing ${ACCEPT_PAUSE_MS} ms`,
+          );
+          await new Promise((resume) => setTimeout(resume, ACCEPT_PAUSE_MS));
+        } else {
+          this.log(`accept failed: ${(error as Error).message}`);
+        }
         continue;
       }
       const handler = this.processRequest(conn).catch((error: Error) => {
@@ -175,12 +199,19 @@ export class ThreadedTCPServer {
     this.log(`${name} ${end}; terminated ${running()}`);
   }
 
-  /** Stops accepting and terminates every handler Worker. */
+  /**
+   * The one shutdown: stops accepting and stops every handler Worker (each
+   * processRequest then terminates its Worker and closes its connection).
+   * Idempotent: a terminal's Ctrl-C under `deno task` delivers SIGINT twice
+   * (to the task runner, which passes it on, and to this process), and the
+   * second call does nothing and prints nothing.
+   */
   shutdown(): void {
     if (this.#closing) return;
     this.#closing = true;
+    this.log(`Shutting down: terminating ${this.workers.size} threads...`);
     this.listener.close();
-    for (const stop of this.workers.values()) stop("stopped by shutdown");
+    for (const stop of this.workers.values()) stop("closed by server shutdown");
   }
 }
 
@@ -200,12 +231,12 @@ export async function main(server: ThreadedTCPServer): Promise<void> {
 
 /** --serve: the server alone, until Ctrl-C or SIGTERM. */
 export async function serve(server: ThreadedTCPServer): Promise<void> {
-  const stop = () => {
-    console.log(`Shutting down: terminating ${server.workers.size} threads...`);
-    server.shutdown();
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  // Listening before the ready line, so a Ctrl-C right after it still gets
+  // the shutdown. The listeners stay until the process exits: a listener
+  // replaces Deno's default exit, so a late second SIGINT cannot kill with 130.
+  const shutdown = () => server.shutdown();
+  Deno.addSignalListener("SIGINT", shutdown);
+  Deno.addSignalListener("SIGTERM", shutdown);
   const { hostname, port } = server.listener.addr;
   console.log("Server loop running on thread: MainThread");
   console.log(`Listening on ${hostname}:${port}`);
@@ -262,5 +293,13 @@ if (import.meta.main && "WorkerGlobalScope" in globalThis) {
   }
   const log = args.serve ? console.log : undefined; // demo: the book's lines
   const server = new ThreadedTCPServer(listener, timeout * 1000, log);
-  await (args.serve ? serve(server) : main(server));
+  if (args.serve) {
+    await serve(server);
+    // Exit now rather than when the event loop drains: while Deno tears the
+    // runtime down it drops the signal listeners, and the second SIGINT of a
+    // Ctrl-C under `deno task` (passed on by the task runner) could then
+    // arrive to find none and kill this process with status 130.
+    Deno.exit(0);
+  }
+  await main(server);
 }
