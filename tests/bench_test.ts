@@ -1,9 +1,10 @@
 /**
  * The benchmark end to end: `deno task bench` (with the task's own
  * permissions) on one cheap scenario for one second, writing into a
- * throwaway folder under bench/ so the committed bench/results.* are never
- * touched. These tests check that the table, results.md and results.svg come
- * out well-formed and agree with each other; no test asserts a speed.
+ * throwaway folder, so the committed bench/results.* are never touched (a
+ * test checks they are not). These tests check that the table, results.md
+ * and results.svg come out well-formed and agree with each other; no test
+ * asserts a speed.
  */
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
@@ -109,17 +110,50 @@ async function withOutDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg that agree", async () => {
-  await withOutDir(async (dir) => {
-    const result = await run(DENO, [
-      "task",
-      "bench",
-      "--seconds=1",
-      "--only=2_5",
-      `--out=${dir}`,
-    ], {
-      ms: BENCH_MS,
-    });
+/** Splits the command bench.ts prints (words, or '...' quoted as a POSIX shell does). */
+function shellWords(line: string): string[] {
+  return [...line.matchAll(/'((?:[^']|'\\'')*)'|(\S+)/g)].map((m) =>
+    m[1] !== undefined ? m[1].replaceAll("'\\''", "'") : m[2]
+  );
+}
+
+/** The committed results, to show a run without --save leaves them alone. */
+async function committedResults(): Promise<string[]> {
+  return await Promise.all(
+    ["bench/results.md", "bench/results.svg"].map((f) =>
+      Deno.readTextFile(f).catch(() => "(absent)")
+    ),
+  );
+}
+
+Deno.test("bench: an --out outside bench/ is refused before the run with the command that works; that command writes there, bench/results.* untouched", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-out-" });
+  const before = await committedResults();
+  try {
+    const args = ["--seconds=1", "--only=2_5", `--out=${dir}`];
+    const began = performance.now();
+    const refused = await run(DENO, ["task", "bench", ...args]);
+    assertEquals(refused.code, 2, refused.stdout + refused.stderr);
+    assert(
+      !/^== /m.test(refused.stdout),
+      `refused before any scenario ran:\n${refused.stdout}`,
+    );
+    assert(
+      performance.now() - began < 10_000,
+      "refused at once, not after the run",
+    );
+    const suggested = /\n {2}(deno run .+)$/m.exec(refused.stderr)?.[1];
+    if (!suggested) {
+      throw new Error(`no command to run instead in:\n${refused.stderr}`);
+    }
+    const words = shellWords(suggested);
+    assert(
+      words.some((w) => w.startsWith("--allow-write=") && w.includes(dir)),
+      `the command grants ${dir}: ${suggested}`,
+    );
+    for (const arg of args) assert(words.includes(arg), `keeps ${arg}`);
+
+    const result = await run(DENO, words.slice(1), { ms: BENCH_MS });
     assertEquals(result.code, 0, `${result.stdout}\n${result.stderr}`);
     assertMatch(result.stdout, /^== 2_5 /m);
     assertMatch(result.stdout, /(Pinned with taskset|Not pinned to cores): /);
@@ -183,7 +217,22 @@ Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg 
       texts.some((t) => t.includes("round trips/s")),
       "the panel names its unit",
     );
-  });
+    assertEquals(
+      await committedResults(),
+      before,
+      "without --save, bench/results.md and bench/results.svg are unchanged",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench: the default output folder, bench/out/, is ignored by git", async () => {
+  const help = await run(DENO, ["task", "bench", "--help"]);
+  assertMatch(help.stdout, /--out DIR .*\(default: bench\/out/);
+  assertMatch(help.stdout, /--save /);
+  const ignored = (await Deno.readTextFile(".gitignore")).split("\n");
+  assert(ignored.includes("bench/out/"), ".gitignore lists bench/out/");
 });
 
 Deno.test("bench: a --vs server that fails its check is reported FAILED, not timed", async () => {
