@@ -7,6 +7,7 @@
  *     deno task bench                       # every scenario, 5 s each, into bench/out/
  *     deno task bench --save                # also rewrite the committed bench/results.*
  *     deno task bench --only=2_4 --seconds=10
+ *     BOOK_DIR=/path/to/Chapter02 deno task bench --vs=book   # the book's scripts beside ours
  *     deno task bench --only=2_4 --vs='python3 /path/to/2_4_simple_web_server_with_epoll.py --port={port}'
  *     deno task bench --only=2_3 --vs='python3 /path/to/2_3_chat_server_with_select.py --name=server --port={port}'
  *
@@ -20,8 +21,10 @@
  * before anything runs, with the command that would work.
  *
  * The peers under bench/peers/ (a minimal Deno server, Node's http and net
- * servers) set the bar; `--vs` runs any other server (the book's own scripts,
- * which the reader supplies) through the scenario chosen with --only.
+ * servers) set the bar. `--vs=book` runs the book's own scripts from the
+ * reader's BOOK_DIR beside ours and the peers, in every scenario they can
+ * serve (bench/book.ts; the rows of those they cannot say why); `--vs` with a
+ * command runs any other server through the scenario chosen with --only.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
@@ -40,7 +43,9 @@ import {
   type Load,
   type Scenario,
   SCENARIOS,
+  type Versus,
 } from "./scenarios.ts";
+import { bookDir } from "./book.ts";
 import {
   MissingError,
   ROOT,
@@ -67,8 +72,9 @@ options:
   SCENARIOS.map((s) => s.id).join(", ")
 } (default: all)
   --seconds N         timed seconds per run, 1-600 (default: 5), after 1 s of warm-up
+  --vs book           also run the book's scripts from $BOOK_DIR (2_1 to 2_4; 2_5 needs diesel, not on Python 3)
   --vs COMMAND        also run COMMAND (with {port} for its port) through the --only scenarios
-  --vs-frame FORMAT   the chat frame a --vs chat server speaks: pickle (the book's, default) or json
+  --vs-frame FORMAT   the chat frame a --vs COMMAND chat server speaks: pickle (the book's, default) or json
   --out DIR           where results.md and results.svg go (default: bench/out, ignored by git)
   --save              also write them to bench/, replacing the committed results
   --no-wrk            use the Deno HTTP load generator even when wrk is installed`;
@@ -227,6 +233,11 @@ async function commandWithWrite(dir: string): Promise<string> {
     .join(" ");
 }
 
+/** A command word as the progress line shows it: a multi-line `python3 -c` script as "<script>". */
+function shown(word: string): string {
+  return word.includes("\n") ? "<wrapper script>" : word;
+}
+
 /** What main() decided, for measure(). */
 const run: { pin: string[]; ctx: Context; phases: Phases; current?: Server } = {
   pin: [],
@@ -270,7 +281,14 @@ if (import.meta.main) {
   if (ids?.length === 0) {
     argumentError("argument --only: expected one or more scenario names");
   }
-  const vs = args.vs === undefined ? undefined : splitCommand(String(args.vs));
+  const vs = args.vs === undefined || args.vs === "book"
+    ? undefined
+    : splitCommand(String(args.vs));
+  const versus: Versus = args.vs === "book"
+    ? { kind: "book", dir: bookDir() }
+    : vs
+    ? { kind: "command", command: vs }
+    : { kind: "peers" };
   if (vs !== undefined) {
     if (vs.length === 0) argumentError("argument --vs: expected a command");
     if (!vs.some((w) => w.includes("{port}"))) {
@@ -323,10 +341,16 @@ if (import.meta.main) {
   const rows: Row[] = [];
   for (const scenario of SCENARIOS.filter((s) => !ids || ids.includes(s.id))) {
     console.log(`\n== ${scenario.title}`);
-    for (const spec of await scenario.servers(vs)) {
-      console.log(
-        `-- ${spec.label}: ${[...pinning.server, ...spec.command].join(" ")}`,
-      );
+    for (const spec of await scenario.servers(versus)) {
+      if (spec.skip) {
+        console.log(`-- ${spec.label}: SKIPPED: ${spec.skip}`);
+      } else {
+        console.log(
+          `-- ${spec.label}: ${
+            [...pinning.server, ...spec.command.map(shown)].join(" ")
+          }`,
+        );
+      }
       let giveUp: Row | undefined;
       for (const load of scenario.loads) {
         const base: Row = {
@@ -340,6 +364,10 @@ if (import.meta.main) {
           status: "ok",
           note: "",
         };
+        if (spec.skip) {
+          rows.push({ ...base, status: "skipped", note: spec.skip });
+          continue;
+        }
         if (giveUp) {
           rows.push({ ...base, status: giveUp.status, note: giveUp.note });
           continue;

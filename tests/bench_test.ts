@@ -8,7 +8,10 @@
  */
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { DENO, run } from "./harness.ts";
+import { bookScript, DENO, run } from "./harness.ts";
+import { bookDir, bookSpec } from "../bench/book.ts";
+import { Server } from "../bench/servers.ts";
+import { exchange } from "../bench/net.ts";
 
 const BENCH_MS = 180_000;
 
@@ -18,6 +21,7 @@ interface TableRow {
   load: string;
   rate: string;
   errors: string;
+  note: string;
 }
 
 /** The rows of the plain-text table (columns are two or more spaces apart). */
@@ -33,8 +37,8 @@ function stdoutRows(stdout: string): TableRow[] {
     if (line.trim() === "") break;
     const cells = line.split(/\s{2,}/);
     assert(cells.length >= 8, `a table line with too few cells: ${line}`);
-    const [scenario, server, load, rate, , , , errors] = cells;
-    rows.push({ scenario, server, load, rate, errors });
+    const [scenario, server, load, rate, , , , errors, note = ""] = cells;
+    rows.push({ scenario, server, load, rate, errors, note });
   }
   return rows;
 }
@@ -53,8 +57,15 @@ function markdownRows(md: string): TableRow[] {
       9,
       `a markdown row with the wrong cell count: ${line}`,
     );
-    const [scenario, server, load, rate, , , , errors] = cells;
-    return { scenario, server, load, rate, errors };
+    const [scenario, server, load, rate, , , , errors, note] = cells;
+    return {
+      scenario,
+      server,
+      load,
+      rate,
+      errors,
+      note: note.replaceAll("\\|", "|"),
+    };
   });
 }
 
@@ -130,7 +141,7 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
   const dir = await Deno.makeTempDir({ prefix: "bench-out-" });
   const before = await committedResults();
   try {
-    const args = ["--seconds=1", "--only=2_5", `--out=${dir}`];
+    const args = ["--seconds=1", "--only=2_5", "--vs=book", `--out=${dir}`];
     const began = performance.now();
     const refused = await run(DENO, ["task", "bench", ...args]);
     assertEquals(refused.code, 2, refused.stdout + refused.stderr);
@@ -183,6 +194,9 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
       3,
       "the Node peer has its rows (timed, or MISSING without node)",
     );
+    const book = rows.filter((r) => r.server === "2_5 (book, Python)");
+    assertEquals(book.map((r) => r.rate), ["SKIPPED", "SKIPPED", "SKIPPED"]);
+    for (const row of book) assertMatch(row.note, /diesel.*Python 3/);
     assert(rows.every((r) => r.scenario === "2_5"));
 
     const md = await Deno.readTextFile(`${dir}/results.md`);
@@ -296,3 +310,54 @@ Deno.test("bench: bad arguments print the usage and exit 2", async () => {
   assertEquals(help.code, 0);
   assertMatch(help.stdout, /usage: bench\.ts .*--only NAMES/);
 });
+
+/** `--vs=book` says why it skips what it cannot run: no BOOK_DIR, no such script, or 2_5's diesel. */
+Deno.test("bench: the book's scripts that cannot run are skipped with the reason", async () => {
+  assertMatch(
+    (await bookSpec("2_1", undefined)).skip ?? "",
+    /BOOK_DIR is not set/,
+  );
+  assertMatch(
+    (await bookSpec("2_4", undefined)).skip ?? "",
+    /BOOK_DIR is not set/,
+  );
+  assertMatch((await bookSpec("2_5", "/any")).skip ?? "", /diesel.*Python 3/);
+  if (bookScript("2_1_forking_mixin_socket_server.py").path) {
+    assertMatch(
+      (await bookSpec("2_1", "/nonexistent-book")).skip ?? "",
+      /no 2_1_forking_mixin_socket_server\.py in BOOK_DIR/,
+    );
+  }
+});
+
+/** The book's 2_1 and 2_2 run a demo and exit; the wrapper serves their own server classes on a port. */
+for (
+  const [id, file, reply] of [
+    ["2_1", "2_1_forking_mixin_socket_server.py", /^\d+: Hello echo server!$/],
+    [
+      "2_2",
+      "2_2_threading_mixin_socket_server.py",
+      /^Thread-\d+.*: b'Hello echo server!'$/,
+    ],
+  ] as const
+) {
+  const script = bookScript(file);
+  Deno.test({
+    name: `bench: --vs=book serves the book's ${id} server class (${
+      script.skip ?? "BOOK_DIR"
+    })`,
+    ignore: script.skip !== undefined,
+    async fn() {
+      const spec = await bookSpec(id, bookDir());
+      assertEquals(spec.skip, undefined);
+      const server = await Server.start(spec, []);
+      try {
+        for (let i = 0; i < 2; i++) {
+          assertMatch(await exchange(server.port, "Hello echo server!"), reply);
+        }
+      } finally {
+        await server.stop();
+      }
+    },
+  });
+}
