@@ -154,13 +154,21 @@ export function httpLoad(
   });
 }
 
-/** The 2_1 / 2_2 scenario: the reply to `message` is `<handler id>: <message>`. */
+/**
+ * The 2_1 / 2_2 scenario: the reply to `message` is `<handler id>: <message>`
+ * (from the book's 2_2, `<thread name>: b'<message>'`, Python's repr of the
+ * bytes, when `book` is set).
+ */
 export function oneShotLoad(
   port: number,
   concurrency: number,
   phases: Phases,
+  book = false,
   message = "Hello echo server!",
 ): Promise<LoadResult> {
+  const suffixes = book
+    ? [`: ${message}`, `: b'${message}'`]
+    : [`: ${message}`];
   return connectionPerRequest(
     port,
     concurrency,
@@ -168,7 +176,8 @@ export function oneShotLoad(
     encoder.encode(message),
     (reply) => {
       const text = decoder.decode(reply);
-      if (!text.endsWith(`: ${message}`) || text.length <= message.length + 2) {
+      const suffix = suffixes.find((s) => text.endsWith(s));
+      if (!suffix || text.length <= suffix.length) {
         throw new BadReply(
           `unexpected reply ${JSON.stringify(text.slice(0, 80))}`,
         );

@@ -14,10 +14,10 @@ export interface Row {
   title: string;
   unit: string;
   server: string;
-  kind: "ours" | "peer" | "vs";
+  kind: "ours" | "peer" | "book" | "vs";
   load: string;
   generator: string;
-  status: "ok" | "failed" | "missing";
+  status: "ok" | "failed" | "missing" | "skipped";
   rate?: number;
   p50?: number;
   p99?: number;
@@ -162,10 +162,16 @@ FAILED and not timed; a recipe not written yet is MISSING.
 ${costSection(costs)}`;
 }
 
-const WHO = { ours: "our recipe", peer: "peer", vs: "--vs server" } as const;
+const WHO = {
+  ours: "our recipe",
+  peer: "peer",
+  book: "the book's Python",
+  vs: "--vs server",
+} as const;
 const COLORS: Record<string, string> = {
   "our recipe": "#4c78a8",
   peer: "#a0a0a0",
+  "the book's Python": "#f58518",
   "--vs server": "#e45756",
 };
 

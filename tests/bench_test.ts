@@ -1,13 +1,17 @@
 /**
  * The benchmark end to end: `deno task bench` (with the task's own
  * permissions) on one cheap scenario for one second, writing into a
- * throwaway folder under bench/ so the committed bench/results.* are never
- * touched. These tests check that the table, results.md and results.svg come
- * out well-formed and agree with each other; no test asserts a speed.
+ * throwaway folder, so the committed bench/results.* are never touched (a
+ * test checks they are not). These tests check that the table, results.md
+ * and results.svg come out well-formed and agree with each other; no test
+ * asserts a speed.
  */
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { DENO, run } from "./harness.ts";
+import { bookScript, DENO, run } from "./harness.ts";
+import { bookDir, bookSpec } from "../bench/book.ts";
+import { Server } from "../bench/servers.ts";
+import { exchange } from "../bench/net.ts";
 
 const BENCH_MS = 180_000;
 
@@ -17,6 +21,7 @@ interface TableRow {
   load: string;
   rate: string;
   errors: string;
+  note: string;
 }
 
 /** The rows of the plain-text table (columns are two or more spaces apart). */
@@ -32,8 +37,8 @@ function stdoutRows(stdout: string): TableRow[] {
     if (line.trim() === "") break;
     const cells = line.split(/\s{2,}/);
     assert(cells.length >= 8, `a table line with too few cells: ${line}`);
-    const [scenario, server, load, rate, , , , errors] = cells;
-    rows.push({ scenario, server, load, rate, errors });
+    const [scenario, server, load, rate, , , , errors, note = ""] = cells;
+    rows.push({ scenario, server, load, rate, errors, note });
   }
   return rows;
 }
@@ -52,8 +57,15 @@ function markdownRows(md: string): TableRow[] {
       9,
       `a markdown row with the wrong cell count: ${line}`,
     );
-    const [scenario, server, load, rate, , , , errors] = cells;
-    return { scenario, server, load, rate, errors };
+    const [scenario, server, load, rate, , , , errors, note] = cells;
+    return {
+      scenario,
+      server,
+      load,
+      rate,
+      errors,
+      note: note.replaceAll("\\|", "|"),
+    };
   });
 }
 
@@ -109,17 +121,50 @@ async function withOutDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg that agree", async () => {
-  await withOutDir(async (dir) => {
-    const result = await run(DENO, [
-      "task",
-      "bench",
-      "--seconds=1",
-      "--only=2_5",
-      `--out=${dir}`,
-    ], {
-      ms: BENCH_MS,
-    });
+/** Splits the command bench.ts prints (words, or '...' quoted as a POSIX shell does). */
+function shellWords(line: string): string[] {
+  return [...line.matchAll(/'((?:[^']|'\\'')*)'|(\S+)/g)].map((m) =>
+    m[1] !== undefined ? m[1].replaceAll("'\\''", "'") : m[2]
+  );
+}
+
+/** The committed results, to show a run without --save leaves them alone. */
+async function committedResults(): Promise<string[]> {
+  return await Promise.all(
+    ["bench/results.md", "bench/results.svg"].map((f) =>
+      Deno.readTextFile(f).catch(() => "(absent)")
+    ),
+  );
+}
+
+Deno.test("bench: an --out outside bench/ is refused before the run with the command that works; that command writes there, bench/results.* untouched", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-out-" });
+  const before = await committedResults();
+  try {
+    const args = ["--seconds=1", "--only=2_5", "--vs=book", `--out=${dir}`];
+    const began = performance.now();
+    const refused = await run(DENO, ["task", "bench", ...args]);
+    assertEquals(refused.code, 2, refused.stdout + refused.stderr);
+    assert(
+      !/^== /m.test(refused.stdout),
+      `refused before any scenario ran:\n${refused.stdout}`,
+    );
+    assert(
+      performance.now() - began < 10_000,
+      "refused at once, not after the run",
+    );
+    const suggested = /\n {2}(deno run .+)$/m.exec(refused.stderr)?.[1];
+    if (!suggested) {
+      throw new Error(`no command to run instead in:\n${refused.stderr}`);
+    }
+    const words = shellWords(suggested);
+    assert(
+      words.some((w) => w.startsWith("--allow-write=") && w.includes(dir)),
+      `the command grants ${dir}: ${suggested}`,
+    );
+    for (const arg of args) assert(words.includes(arg), `keeps ${arg}`);
+
+    const result = await run(DENO, words.slice(1), { ms: BENCH_MS });
     assertEquals(result.code, 0, `${result.stdout}\n${result.stderr}`);
     assertMatch(result.stdout, /^== 2_5 /m);
     assertMatch(result.stdout, /(Pinned with taskset|Not pinned to cores): /);
@@ -149,6 +194,9 @@ Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg 
       3,
       "the Node peer has its rows (timed, or MISSING without node)",
     );
+    const book = rows.filter((r) => r.server === "2_5 (book, Python)");
+    assertEquals(book.map((r) => r.rate), ["SKIPPED", "SKIPPED", "SKIPPED"]);
+    for (const row of book) assertMatch(row.note, /diesel.*Python 3/);
     assert(rows.every((r) => r.scenario === "2_5"));
 
     const md = await Deno.readTextFile(`${dir}/results.md`);
@@ -183,7 +231,22 @@ Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg 
       texts.some((t) => t.includes("round trips/s")),
       "the panel names its unit",
     );
-  });
+    assertEquals(
+      await committedResults(),
+      before,
+      "without --save, bench/results.md and bench/results.svg are unchanged",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench: the default output folder, bench/out/, is ignored by git", async () => {
+  const help = await run(DENO, ["task", "bench", "--help"]);
+  assertMatch(help.stdout, /--out DIR .*\(default: bench\/out/);
+  assertMatch(help.stdout, /--save /);
+  const ignored = (await Deno.readTextFile(".gitignore")).split("\n");
+  assert(ignored.includes("bench/out/"), ".gitignore lists bench/out/");
 });
 
 Deno.test("bench: a --vs server that fails its check is reported FAILED, not timed", async () => {
@@ -247,3 +310,54 @@ Deno.test("bench: bad arguments print the usage and exit 2", async () => {
   assertEquals(help.code, 0);
   assertMatch(help.stdout, /usage: bench\.ts .*--only NAMES/);
 });
+
+/** `--vs=book` says why it skips what it cannot run: no BOOK_DIR, no such script, or 2_5's diesel. */
+Deno.test("bench: the book's scripts that cannot run are skipped with the reason", async () => {
+  assertMatch(
+    (await bookSpec("2_1", undefined)).skip ?? "",
+    /BOOK_DIR is not set/,
+  );
+  assertMatch(
+    (await bookSpec("2_4", undefined)).skip ?? "",
+    /BOOK_DIR is not set/,
+  );
+  assertMatch((await bookSpec("2_5", "/any")).skip ?? "", /diesel.*Python 3/);
+  if (bookScript("2_1_forking_mixin_socket_server.py").path) {
+    assertMatch(
+      (await bookSpec("2_1", "/nonexistent-book")).skip ?? "",
+      /no 2_1_forking_mixin_socket_server\.py in BOOK_DIR/,
+    );
+  }
+});
+
+/** The book's 2_1 and 2_2 run a demo and exit; the wrapper serves their own server classes on a port. */
+for (
+  const [id, file, reply] of [
+    ["2_1", "2_1_forking_mixin_socket_server.py", /^\d+: Hello echo server!$/],
+    [
+      "2_2",
+      "2_2_threading_mixin_socket_server.py",
+      /^Thread-\d+.*: b'Hello echo server!'$/,
+    ],
+  ] as const
+) {
+  const script = bookScript(file);
+  Deno.test({
+    name: `bench: --vs=book serves the book's ${id} server class (${
+      script.skip ?? "BOOK_DIR"
+    })`,
+    ignore: script.skip !== undefined,
+    async fn() {
+      const spec = await bookSpec(id, bookDir());
+      assertEquals(spec.skip, undefined);
+      const server = await Server.start(spec, []);
+      try {
+        for (let i = 0; i < 2; i++) {
+          assertMatch(await exchange(server.port, "Hello echo server!"), reply);
+        }
+      } finally {
+        await server.stop();
+      }
+    },
+  });
+}
