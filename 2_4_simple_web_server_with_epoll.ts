@@ -44,6 +44,7 @@ const MAX_REQUEST_BYTES = 8 * 1024;
 const RECV_SIZE = 1024; // the book's recv(1024)
 const spareChunks: Uint8Array[] = []; // read buffers to reuse, up to:
 const MAX_SPARE_CHUNKS = 1024;
+const ACCEPT_PAUSE_MS = 100; // out of descriptors: wait before accepting again
 const NOTHING = new Uint8Array(0);
 const LF = 0x0a, CR = 0x0d; // a head ends at EOL1 "\n\n" or EOL2 "\n\r\n"
 const encoder = new TextEncoder();
@@ -100,6 +101,14 @@ const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]/g; // all but \t \n \r
 const hex = (c: string) =>
   `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
 
+/**
+ * Out of file descriptors (EMFILE, ENFILE) or memory (ENOMEM, ENOBUFS):
+ * `accept()` would fail again at once, so the loop waits for one to free up.
+ */
+function isOutOfResources(error: unknown): boolean {
+  return /os error (12|23|24|105)\b/.test((error as Error).message);
+}
+
 /** The deadline, shutdown and EPOLLHUP may each close a connection first. */
 function closeQuietly(connection: Deno.Conn): void {
   try {
@@ -141,11 +150,15 @@ export class EpollServer {
       try {
         connection = await this.sock.accept();
       } catch (error) {
-        if (this.#closing) break;
-        // A client that resets before it is accepted must not end the server;
-        // out of file descriptors, accept fails again at once: pause first.
+        if (this.#closing) break; // close() closed the listening socket
+        // A client that reset before it was accepted (NotConnected, os error
+        // 107) failed on its own: log it and accept the next one at once.
+        // Out of descriptors or memory, accept() would fail again at once:
+        // only then does waiting help.
         print(`accept failed: ${(error as Error).message}`);
-        await new Promise((resume) => setTimeout(resume, 100));
+        if (isOutOfResources(error)) {
+          await new Promise((resume) => setTimeout(resume, ACCEPT_PAUSE_MS));
+        }
         continue;
       }
       connection.setNoDelay(true);

@@ -4,6 +4,7 @@ import {
   assertPortInUse,
   DENO,
   have,
+  resetWhileQueued,
   run,
   startRecipe,
   TestClient,
@@ -191,6 +192,29 @@ Deno.test("2_4: 1,000 idle connections held open; 100 active requests served", a
     for (const client of idle) client.close();
   }
 });
+
+/** A reset in the accept queue is logged and skipped: no pause deafens the server. */
+Deno.test({
+  name: "2_4: 100 clients reset while queued; the next client is served at once",
+  ignore: !have("python3"),
+  async fn() {
+    await using server = await startRecipe(FILE);
+    assert(await resetWhileQueued(server.port, 100), "python3 ran the resets");
+    // 100 pauses of 100 ms would take 10 s; an answer inside 3 s shows none.
+    assertEquals(
+      await withDeadline(
+        request(server.port, "GET / HTTP/1.0\r\n\r\n"),
+        3_000,
+        "the client after 100 resets",
+      ),
+      RESPONSE,
+    );
+    await server.waitFor(/accept failed: .*\n/);
+  },
+});
+if (!have("python3")) {
+  console.warn("skipping the accept-queue reset test: python3 is not installed");
+}
 
 Deno.test("2_4: SIGINT and SIGTERM close every connection and exit 0", async () => {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
