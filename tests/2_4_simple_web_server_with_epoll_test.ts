@@ -195,7 +195,8 @@ Deno.test("2_4: 1,000 idle connections held open; 100 active requests served", a
 
 /** A reset in the accept queue is logged and skipped: no pause deafens the server. */
 Deno.test({
-  name: "2_4: 100 clients reset while queued; the next client is served at once",
+  name:
+    "2_4: 100 clients reset while queued; the next client is served at once",
   ignore: !have("python3"),
   async fn() {
     await using server = await startRecipe(FILE);
@@ -213,7 +214,9 @@ Deno.test({
   },
 });
 if (!have("python3")) {
-  console.warn("skipping the accept-queue reset test: python3 is not installed");
+  console.warn(
+    "skipping the accept-queue reset test: python3 is not installed",
+  );
 }
 
 Deno.test("2_4: SIGINT and SIGTERM close every connection and exit 0", async () => {
