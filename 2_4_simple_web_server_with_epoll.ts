@@ -171,12 +171,19 @@ export class EpollServer {
     }
   }
 
-  /** Closes the listener and every connection; `run()` then returns. */
+  /**
+   * Closes the listener and every connection, each with a line that says
+   * why; `run()` then returns. A second call does nothing.
+   */
   close(): void {
+    if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#sweeper);
     this.sock.close();
-    this.connections.forEach(closeQuietly);
+    for (const [fileno, connection] of this.connections) {
+      print(`connection ${fileno}: closed by server shutdown`);
+      closeQuietly(connection); // its pending read or write then fails
+    }
   }
 
   /** One connection's way through the book's branches, from EPOLLIN on. */
@@ -297,13 +304,23 @@ if (import.meta.main) {
     console.error(`Error: cannot listen on ${args.host}:${port}: ${message}`);
     Deno.exit(1);
   }
-  const signals = ["SIGINT", "SIGTERM"] as const;
+  // The book's `finally:` after Ctrl-C (KeyboardInterrupt). A signal
+  // listener replaces Deno's default exit; it stays installed, so that the
+  // second SIGINT of one Ctrl-C (a terminal signals the whole process group:
+  // `deno task` and this script) finds it and does nothing.
+  // Once the listener and every connection are closed, nothing keeps the
+  // event loop alive (a signal listener does not), and the process exits 0.
+  let shuttingDown = false;
   const shutdown = () => {
+    if (shuttingDown) return;
+    shuttingDown = true;
     print("Shutting down epoll server...");
-    for (const signal of signals) Deno.removeSignalListener(signal, shutdown);
     server.close();
   };
-  for (const signal of signals) Deno.addSignalListener(signal, shutdown);
+  // Installed before the ready line: a Ctrl-C right after it shuts down.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, shutdown);
+  }
   const host = args.host.includes(":") ? `[${args.host}]` : args.host;
   print(`Listening on http://${host}:${server.sock.addr.port}/`);
   await server.run();

@@ -7,6 +7,7 @@ import {
   resetWhileQueued,
   run,
   startRecipe,
+  startTask,
   TestClient,
   withDeadline,
 } from "./harness.ts";
@@ -230,8 +231,31 @@ Deno.test("2_4: SIGINT and SIGTERM close every connection and exit 0", async () 
     );
     server.kill(signal);
     assertEquals((await server.exit()).code, 0);
-    assertMatch(server.stdout, /Shutting down epoll server\.\.\.\n$/);
+    // The line for the open connection says shutdown, not an error name.
+    assertMatch(
+      server.stdout,
+      /\nShutting down epoll server\.\.\.\nconnection \d+: closed by server shutdown\n$/,
+    );
     assert(await client.closedByPeer(), `the client is closed on ${signal}`);
+  }
+});
+
+/** Ctrl-C under `deno task` (SIGINT to the whole group): one shutdown, exit 0. */
+Deno.test("2_4: Ctrl-C to `deno task 2_4`'s process group, 20 times over", async () => {
+  for (let round = 0; round < 20; round++) {
+    await using task = await startTask("2_4");
+    await using client = await TestClient.connect(task.port);
+    await client.write("GET / HTTP/1.1\r\n");
+    task.killGroup("SIGINT");
+    const { code } = await task.exit();
+    assertEquals(code, 0, `round ${round}: exit code\n${task.transcript}`);
+    assertEquals(
+      task.stdout.match(/Shutting down/g)?.length,
+      1,
+      `round ${round}: one shutdown line\n${task.transcript}`,
+    );
+    assertEquals(task.stderr, "", `round ${round}: nothing on stderr`);
+    assert(await client.closedByPeer(), `round ${round}: the client is closed`);
   }
 });
 
