@@ -11,6 +11,10 @@
  *     printf 'GET / HTTP/1.0\r\n\r\n' | nc -N localhost 8800
  *     telnet localhost 8800
  *
+ * `localhost` is 127.0.0.1 only, as in the book; for IPv6 listen on ::1
+ * (`deno task 2_4 --port=8800 --host=::1`, then `curl -6 'http://[::1]:8800/'`).
+ * Any other host needs `--allow-net` for it; the error names the command.
+ *
  * From Python to Deno: the book's `epoll.poll()` loop moves each connection
  * through three branches: EPOLLIN (append to `requests[fileno]` until the
  * head ends), EPOLLOUT (send the rest of `responses[fileno]`, shut down) and
@@ -300,6 +304,20 @@ if (import.meta.main) {
   try {
     server = new EpollServer(args.host, port, seconds);
   } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) {
+      // `deno run` was not given --allow-net for this host: name the command
+      // that has it (an IPv6 address goes in brackets there).
+      const allow = args.host.includes(":") ? `[${args.host}]` : args.host;
+      const timeoutArg = args["header-timeout"] === undefined
+        ? ""
+        : ` --header-timeout=${seconds}`;
+      console.error(
+        `Error: --host=${args.host} needs network permission for it: ` +
+          `deno run --allow-net=${allow} ${FILE} --host=${args.host} ` +
+          `--port=${port}${timeoutArg}`,
+      );
+      Deno.exit(1);
+    }
     const { message } = error as Error;
     console.error(`Error: cannot listen on ${args.host}:${port}: ${message}`);
     Deno.exit(1);

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertMatch } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
 import {
   assertArgparse,
   assertPortInUse,
@@ -272,6 +272,50 @@ Deno.test("2_4: --help exits 0; bad arguments exit 2 with argparse's usage", () 
 Deno.test("2_4: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE);
   await assertPortInUse(FILE, [`--port=${server.port}`]);
+});
+
+/** `--host` without the permission for it: one line naming the command that works. */
+Deno.test("2_4: --host the task may not listen on is a one-line error, exit 1", async () => {
+  for (const host of ["0.0.0.0", "::"]) {
+    const result = await run(DENO, [
+      "task",
+      "--quiet",
+      "2_4",
+      `--host=${host}`,
+      "--port=8800",
+    ]);
+    assertEquals(result.code, 1, result.stderr);
+    const allow = host.includes(":") ? `[${host}]` : host;
+    assertEquals(
+      result.stderr,
+      `Error: --host=${host} needs network permission for it: deno run ` +
+        `--allow-net=${allow} ${FILE} --host=${host} --port=8800\n`,
+    );
+  }
+});
+
+/** `--host=::1` works as `deno task 2_4` runs it: fetch and curl -6 reach [::1]. */
+Deno.test("2_4: --host=::1 serves IPv6 clients", async () => {
+  await using task = await startTask("2_4", { args: ["--host=::1"] });
+  assertMatch(task.stdout, /Listening on http:\/\/\[::1\]:\d+\/\n/);
+  const url = `http://[::1]:${task.port}/`;
+  const response = await fetch(url);
+  assertEquals(await response.text(), "\nHello from Epoll Server!");
+  await task.waitFor(
+    new RegExp(
+      `GET / HTTP/1\\.1\\r\\n[^]*?host: \\[::1\\]:${task.port}\\r\\n`,
+      "i",
+    ),
+  );
+  if (have("curl")) {
+    const curl = await run("curl", ["-6", "-sS", "--max-time", "10", url]);
+    assertEquals(curl.code, 0, curl.stderr);
+    assertEquals(curl.stdout, "\nHello from Epoll Server!");
+  }
+  // The book's IPv4-only `localhost` is not served on this address.
+  await assertRejects(() => TestClient.connect(task.port));
+  task.killGroup("SIGINT");
+  assertEquals((await task.exit()).code, 0);
 });
 
 Deno.test({
