@@ -318,6 +318,57 @@ Deno.test("2_4: --host=::1 serves IPv6 clients", async () => {
   assertEquals((await task.exit()).code, 0);
 });
 
+/** `--trace` shows each connection's EPOLLIN, EPOLLOUT and EPOLLHUP on stderr. */
+Deno.test("2_4: --trace prints the loop's steps, client data escaped and cut", async () => {
+  await using server = await startRecipe(FILE, { args: ["--trace"] });
+  await using slow = await TestClient.connect(server.port);
+  slow.conn.setNoDelay(true);
+  await slow.write("GET /two/parts HTTP/1.0\r\n");
+  // A whole request on a second connection, answered and printed: the
+  // server has read the first part by now (it arrived before this connect).
+  assertEquals(
+    await request(server.port, "GET /other/and/a/longer/path HTTP/1.0\r\n\r\n"),
+    RESPONSE,
+  );
+  await server.waitFor(`${DASHES}\nGET /other/and/a/longer/path HTTP/1.0\r\n`);
+  await slow.write("X: \x1b\u00e9\r\n\r\n");
+  assertEquals(decoder.decode(await slow.readUntilClose()), RESPONSE);
+  server.kill("SIGINT");
+  assertEquals((await server.exit()).code, 0);
+  const lines = server.stderr.trimEnd().split("\n");
+  const slowLines = lines.filter((line) =>
+    line.startsWith("trace: connection 1:")
+  );
+  assertEquals(slowLines, [
+    'trace: connection 1: EPOLLIN, read 25 bytes "GET /two/parts HTTP/1.0\\x0d\\x0a", head not complete (25 bytes so far)',
+    'trace: connection 1: EPOLLIN, read 10 bytes "X: \\x1b\\xc3\\xa9\\x0d\\x0a\\x0d\\x0a", head complete',
+    `trace: connection 1: EPOLLOUT, sent ${RESPONSE.length} bytes, all sent`,
+    "trace: connection 1: EPOLLHUP, closed",
+  ]);
+  assertMatch(
+    lines[0],
+    /^trace: listening socket: accepted connection 1 from 127\.0\.0\.1:\d+, registered for EPOLLIN$/,
+  );
+  // A long read is cut to 32 bytes, then "...".
+  assert(
+    lines.includes(
+      'trace: connection 2: EPOLLIN, read 41 bytes "GET /other/and/a/longer/path HTT...", head complete',
+    ),
+    server.stderr,
+  );
+  // Every line is a trace line: nothing but the trace goes to stderr.
+  for (const line of lines) assertMatch(line, /^trace: /);
+});
+
+/** Without `--trace`, nothing is traced. */
+Deno.test("2_4: without --trace, stderr stays empty", async () => {
+  await using server = await startRecipe(FILE);
+  assertEquals(await request(server.port, "GET / HTTP/1.0\r\n\r\n"), RESPONSE);
+  server.kill("SIGINT");
+  assertEquals((await server.exit()).code, 0);
+  assertEquals(server.stderr, "");
+});
+
 Deno.test({
   name: "2_4: a real curl gets the body",
   ignore: !have("curl"),
