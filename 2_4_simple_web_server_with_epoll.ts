@@ -11,6 +11,10 @@
  *     printf 'GET / HTTP/1.0\r\n\r\n' | nc -N localhost 8800
  *     telnet localhost 8800
  *
+ * `localhost` is 127.0.0.1 only, as in the book; for IPv6 listen on ::1
+ * (`deno task 2_4 --port=8800 --host=::1`, then `curl -6 'http://[::1]:8800/'`).
+ * Any other host needs `--allow-net` for it; the error names the command.
+ *
  * From Python to Deno: the book's `epoll.poll()` loop moves each connection
  * through three branches: EPOLLIN (append to `requests[fileno]` until the
  * head ends), EPOLLOUT (send the rest of `responses[fileno]`, shut down) and
@@ -44,6 +48,7 @@ const MAX_REQUEST_BYTES = 8 * 1024;
 const RECV_SIZE = 1024; // the book's recv(1024)
 const spareChunks: Uint8Array[] = []; // read buffers to reuse, up to:
 const MAX_SPARE_CHUNKS = 1024;
+const ACCEPT_PAUSE_MS = 100; // out of descriptors: wait before accepting again
 const NOTHING = new Uint8Array(0);
 const LF = 0x0a, CR = 0x0d; // a head ends at EOL1 "\n\n" or EOL2 "\n\r\n"
 const encoder = new TextEncoder();
@@ -58,8 +63,8 @@ const TOO_LARGE_RESPONSE = encoder.encode(
     "Content-Length: 0\r\nConnection: close\r\n\r\n",
 );
 const FILE = "2_4_simple_web_server_with_epoll.ts";
-const USAGE =
-  `usage: ${FILE} [-h] --port PORT [--host HOST] [--header-timeout SECONDS]`;
+const USAGE = `usage: ${FILE} [-h] --port PORT [--host HOST] ` +
+  "[--header-timeout SECONDS] [--trace]";
 const HELP = `${USAGE}
 
 Socket Server Example with Epoll, ported to Deno
@@ -68,7 +73,8 @@ options:
   -h, --help                show this help message and exit
   --port PORT               port to listen on (0 picks a free port)
   --host HOST               address to listen on (default: ${SERVER_HOST})
-  --header-timeout SECONDS  time allowed for a request head (default: ${HEAD_TIMEOUT})`;
+  --header-timeout SECONDS  time allowed for a request head (default: ${HEAD_TIMEOUT})
+  --trace                   print each step of each connection on stderr`;
 
 /** The book's epoll events, as the states one connection goes through. */
 type EpollEvent = "EPOLLIN" | "EPOLLOUT" | "EPOLLHUP";
@@ -100,6 +106,32 @@ const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]/g; // all but \t \n \r
 const hex = (c: string) =>
   `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
 
+/**
+ * Out of file descriptors (EMFILE, ENFILE) or memory (ENOMEM, ENOBUFS):
+ * `accept()` would fail again at once, so the loop waits for one to free up.
+ */
+function isOutOfResources(error: unknown): boolean {
+  return /os error (12|23|24|105)\b/.test((error as Error).message);
+}
+
+const PREVIEW_BYTES = 32;
+
+/**
+ * Client data as a trace line shows it: at most 32 bytes, in double quotes,
+ * every byte that is not printable ASCII (and `"` and `\`) as \xNN, then
+ * `...` if there was more.
+ */
+export function preview(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes.subarray(0, PREVIEW_BYTES)) {
+    const plain = byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c;
+    text += plain
+      ? String.fromCharCode(byte)
+      : `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
+}
+
 /** The deadline, shutdown and EPOLLHUP may each close a connection first. */
 function closeQuietly(connection: Deno.Conn): void {
   try {
@@ -120,7 +152,17 @@ export class EpollServer {
   #closing = false;
   #sweeper?: ReturnType<typeof setInterval>;
 
-  constructor(host = SERVER_HOST, port = 0, readonly timeout = HEAD_TIMEOUT) {
+  /**
+   * `trace`, when given (`--trace`), gets one line per step of the loop.
+   * When it is not, each `this.trace?.(...)` below stops at the `?.`, before
+   * its template string is built: tracing off costs one check per step.
+   */
+  constructor(
+    host = SERVER_HOST,
+    port = 0,
+    readonly timeout = HEAD_TIMEOUT,
+    readonly trace?: (line: string) => void,
+  ) {
     this.sock = Deno.listen({ hostname: host, port });
     print("Started Epoll Server");
   }
@@ -141,29 +183,52 @@ export class EpollServer {
       try {
         connection = await this.sock.accept();
       } catch (error) {
-        if (this.#closing) break;
-        // A client that resets before it is accepted must not end the server;
-        // out of file descriptors, accept fails again at once: pause first.
+        if (this.#closing) break; // close() closed the listening socket
+        // A client that reset before it was accepted (NotConnected, os error
+        // 107) failed on its own: log it and accept the next one at once.
+        // Out of descriptors or memory, accept() would fail again at once:
+        // only then does waiting help.
         print(`accept failed: ${(error as Error).message}`);
-        await new Promise((resume) => setTimeout(resume, 100));
+        if (isOutOfResources(error)) {
+          await new Promise((resume) => setTimeout(resume, ACCEPT_PAUSE_MS));
+        }
         continue;
       }
-      connection.setNoDelay(true);
       const fileno = ++this.#lastFileno;
+      if (this.#closing) {
+        // Accepted just before close() closed the listener, but resumed here
+        // only after it: close() could not see this one, so close it here.
+        print(`connection ${fileno}: closed by server shutdown`);
+        closeQuietly(connection);
+        break;
+      }
+      connection.setNoDelay(true);
       this.connections.set(fileno, connection);
       this.requests.set(fileno, NOTHING);
       this.responses.set(fileno, SERVER_RESPONSE);
       this.deadlines.set(fileno, Date.now() + timeoutMs);
+      this.trace?.(
+        `listening socket: accepted connection ${fileno} from ` +
+          `${connection.remoteAddr.hostname}:${connection.remoteAddr.port}, ` +
+          "registered for EPOLLIN",
+      );
       this.#poll(fileno); // not awaited: no client waits for another
     }
   }
 
-  /** Closes the listener and every connection; `run()` then returns. */
+  /**
+   * Closes the listener and every connection, each with a line that says
+   * why; `run()` then returns. A second call does nothing.
+   */
   close(): void {
+    if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#sweeper);
     this.sock.close();
-    this.connections.forEach(closeQuietly);
+    for (const [fileno, connection] of this.connections) {
+      print(`connection ${fileno}: closed by server shutdown`);
+      closeQuietly(connection); // its pending read or write then fails
+    }
   }
 
   /** One connection's way through the book's branches, from EPOLLIN on. */
@@ -191,6 +256,9 @@ export class EpollServer {
     try {
       const n = await this.connections.get(fileno)!.read(chunk);
       if (n === null) {
+        this.trace?.(
+          `connection ${fileno}: EPOLLIN, read 0 bytes (end of stream)`,
+        );
         print(`connection ${fileno}: closed by the client mid-request`);
         return "EPOLLHUP";
       }
@@ -199,7 +267,17 @@ export class EpollServer {
       let request = chunk.subarray(0, n);
       if (old.length > 0) request = concat([old, request]);
       const end = headEnd(request, Math.max(old.length - 2, 0));
-      if ((end < 0 ? request.length : end) > MAX_REQUEST_BYTES) {
+      const tooLarge = (end < 0 ? request.length : end) > MAX_REQUEST_BYTES;
+      this.trace?.(
+        `connection ${fileno}: EPOLLIN, read ${n} bytes ` +
+          `${preview(chunk.subarray(0, n))}, head ` +
+          (tooLarge
+            ? `over ${MAX_REQUEST_BYTES} bytes`
+            : end < 0
+            ? `not complete (${request.length} bytes so far)`
+            : "complete"),
+      );
+      if (tooLarge) {
         print(`connection ${fileno}: request head too large, sent 431`);
         this.responses.set(fileno, TOO_LARGE_RESPONSE);
         return "EPOLLOUT";
@@ -222,6 +300,12 @@ export class EpollServer {
     const connection = this.connections.get(fileno)!;
     const response = this.responses.get(fileno)!;
     const written = await connection.write(response);
+    this.trace?.(
+      `connection ${fileno}: EPOLLOUT, sent ${written} bytes, ` +
+        (written < response.length
+          ? `${response.length - written} left`
+          : "all sent"),
+    );
     if (written < response.length) {
       this.responses.set(fileno, response.subarray(written));
       return "EPOLLOUT";
@@ -231,13 +315,20 @@ export class EpollServer {
       // closes (or the deadline does): unread bytes make close() a reset.
       await connection.closeWrite();
       const sink = new Uint8Array(64 * 1024);
-      while (await connection.read(sink) !== null);
+      let dropped = 0;
+      while (true) {
+        const n = await connection.read(sink);
+        if (n === null) break;
+        dropped += n;
+      }
+      this.trace?.(`connection ${fileno}: dropped ${dropped} more bytes`);
     }
     return "EPOLLHUP";
   }
 
   /** EPOLLHUP: close (Deno's close() shuts writing down first), forget. */
   #onHangup(fileno: number): void {
+    this.trace?.(`connection ${fileno}: EPOLLHUP, closed`);
     closeQuietly(this.connections.get(fileno)!);
     this.connections.delete(fileno);
     this.requests.delete(fileno);
@@ -255,7 +346,7 @@ function argumentError(message: string): never {
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
     string: ["port", "host", "header-timeout"],
-    boolean: ["help"],
+    boolean: ["help", "trace"],
     alias: { h: "help" },
     default: { host: SERVER_HOST },
     unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
@@ -276,21 +367,49 @@ if (import.meta.main) {
   if (!(seconds > 0 && seconds < Infinity)) {
     argumentError(`argument --header-timeout: invalid value: '${timeout}'`);
   }
+  // Off unless asked for; see the EpollServer constructor for why it is free.
+  const trace: ((line: string) => void) | undefined = args.trace
+    ? (line) => console.error(`trace: ${line}`)
+    : undefined;
   let server: EpollServer;
   try {
-    server = new EpollServer(args.host, port, seconds);
+    server = new EpollServer(args.host, port, seconds, trace);
   } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) {
+      // `deno run` was not given --allow-net for this host: name the command
+      // that has it (an IPv6 address goes in brackets there).
+      const allow = args.host.includes(":") ? `[${args.host}]` : args.host;
+      const timeoutArg = args["header-timeout"] === undefined
+        ? ""
+        : ` --header-timeout=${seconds}`;
+      console.error(
+        `Error: --host=${args.host} needs network permission for it: ` +
+          `deno run --allow-net=${allow} ${FILE} --host=${args.host} ` +
+          `--port=${port}${timeoutArg}`,
+      );
+      Deno.exit(1);
+    }
     const { message } = error as Error;
     console.error(`Error: cannot listen on ${args.host}:${port}: ${message}`);
     Deno.exit(1);
   }
-  const signals = ["SIGINT", "SIGTERM"] as const;
+  // The book's `finally:` after Ctrl-C (KeyboardInterrupt). A signal
+  // listener replaces Deno's default exit; it stays installed, so that the
+  // second SIGINT of one Ctrl-C (a terminal signals the whole process group:
+  // `deno task` and this script) finds it and does nothing.
+  // Once the listener and every connection are closed, nothing keeps the
+  // event loop alive (a signal listener does not), and the process exits 0.
+  let shuttingDown = false;
   const shutdown = () => {
+    if (shuttingDown) return;
+    shuttingDown = true;
     print("Shutting down epoll server...");
-    for (const signal of signals) Deno.removeSignalListener(signal, shutdown);
     server.close();
   };
-  for (const signal of signals) Deno.addSignalListener(signal, shutdown);
+  // Installed before the ready line: a Ctrl-C right after it shuts down.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, shutdown);
+  }
   const host = args.host.includes(":") ? `[${args.host}]` : args.host;
   print(`Listening on http://${host}:${server.sock.addr.port}/`);
   await server.run();
