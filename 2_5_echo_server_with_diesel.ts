@@ -6,6 +6,11 @@
  *
  *     deno task 2_5 --port=8800
  *     # or: deno run --allow-net=localhost,127.0.0.1 2_5_echo_server_with_diesel.ts --port=8800
+ *     deno task 2_5 --port=8800 --host=::1   # IPv6: the task may listen on [::1] too
+ *
+ * Any other `--host` needs its own permission; the script says which command
+ * works, e.g. `deno run --allow-net=0.0.0.0 2_5_echo_server_with_diesel.ts
+ * --host=0.0.0.0 --port=8800`.
  *
  * Then, in a second terminal, type lines and read them back:
  *
@@ -35,12 +40,18 @@
  * - A line is bounded: past MAX_LINE_BYTES the client gets a one-line error
  *   and is disconnected (lingering first, so a reset cannot destroy the
  *   error); everyone else carries on.
+ * - Ctrl-C or SIGTERM: one shutdown line, every client closed with
+ *   "closed by server shutdown", exit 0. A client that resets before it is
+ *   accepted costs one log line, not a pause: the accept loop pauses only
+ *   when the process is out of descriptors or memory.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
 import { delay } from "@std/async/delay";
 
+const FILE = "2_5_echo_server_with_diesel.ts";
 const SERVER_HOST = "localhost";
+const ACCEPT_PAUSE_MS = 100;
 const MAX_LINE_BYTES = 64 * 1024;
 const READ_SIZE = 16 * 1024;
 const LINGER_BYTES = 8 * 1024 * 1024; // dropped after the error, at most
@@ -49,8 +60,7 @@ const YOU_SAID = new TextEncoder().encode("You said: ");
 const LINE_TOO_LONG = new TextEncoder().encode(
   `Error: line longer than ${MAX_LINE_BYTES} bytes, closing the connection\n`,
 );
-const USAGE =
-  "usage: 2_5_echo_server_with_diesel.ts [-h] --port PORT [--host HOST]";
+const USAGE = `usage: ${FILE} [-h] --port PORT [--host HOST]`;
 const HELP = `${USAGE}
 
 Echo server example with Diesel, ported to Deno
@@ -151,11 +161,26 @@ export class DieselConnection {
   }
 }
 
+/** Closes a connection, ignoring "already closed". */
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed (by shutdown, or by the handler's own end)
+  }
+}
+
 /** An echo server: the book's class, with its one handler. */
 export class EchoServer {
+  /** Every open connection, so that shutdown can close them. */
+  readonly connections = new Set<Deno.TcpConn>();
+  /** Set by shutdown: a handler's read or write that fails now was closed by it. */
+  shuttingDown = false;
+
   async handler(conn: Deno.TcpConn): Promise<void> {
     const { hostname: host, port } = conn.remoteAddr;
     console.log(`Echo client connected from: ${host}:${port}`);
+    this.connections.add(conn);
     const client = new DieselConnection(conn);
     let farewell = "disconnected";
     try {
@@ -165,26 +190,40 @@ export class EchoServer {
         await client.send(YOU_SAID, message); // "You said: " + message
       }
     } catch (error) {
-      if (error instanceof LineTooLongError) {
+      if (this.shuttingDown) {
+        // Closing a connection under a pending read rejects it (Interrupted
+        // or BadResource): that is the shutdown, not the client's fault.
+        farewell = "closed by server shutdown";
+      } else if (error instanceof LineTooLongError) {
         farewell = `sent a line over ${MAX_LINE_BYTES} bytes, disconnected`;
         await client.send(LINE_TOO_LONG).then(() => client.linger())
           .catch(() => {});
-      } else if (error instanceof Deno.errors.BadResource) {
-        farewell = "closed by server shutdown";
       } else {
         farewell = `dropped (${(error as Error).name}: ${
           (error as Error).message
         })`;
       }
     } finally {
-      try {
-        conn.close();
-      } catch {
-        // already closed by shutdown
-      }
+      this.connections.delete(conn);
+      closeQuietly(conn);
     }
     console.log(`Echo client ${host}:${port} ${farewell}`);
   }
+}
+
+/**
+ * Is this `accept()` failure the process running out of something (file
+ * descriptors or memory)? Only then does waiting help: a descriptor may free
+ * up. Any other failure is one connection's own (a client that reset before
+ * it was accepted: `NotConnected`, os error 107).
+ */
+function isOutOfResources(error: unknown): boolean {
+  return /os error (12|23|24|105)\b/.test(String((error as Error)?.message));
+}
+
+/** The `--allow-net` value that lets `deno run` listen on `host`. */
+function netPermission(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
 }
 
 /** diesel.Application + diesel.Service(handler, port), then app.run(). */
@@ -193,54 +232,63 @@ export async function main(port: number, host = SERVER_HOST): Promise<void> {
   try {
     listener = Deno.listen({ hostname: host, port });
   } catch (error) {
-    console.error(
-      `Error: cannot listen on ${host}:${port}: ${(error as Error).message}`,
-    );
+    if (error instanceof Deno.errors.NotCapable) {
+      // The task's --allow-net names localhost, 127.0.0.1 and [::1] only.
+      const allow = `--allow-net=${netPermission(host)}`;
+      const works = `deno run ${allow} ${FILE} --host=${host} --port=${port}`;
+      console.error(
+        `Error: --host=${host} needs network permission for it: ${works}`,
+      );
+    } else {
+      console.error(
+        `Error: cannot listen on ${host}:${port}: ${(error as Error).message}`,
+      );
+    }
     Deno.exit(1);
   }
   const server = new EchoServer();
-  const connections = new Set<Deno.TcpConn>();
   const handlers = new Set<Promise<void>>();
 
-  let shuttingDown = false;
+  // One shutdown, however many signals arrive: a terminal's Ctrl-C under
+  // `deno task` reaches the task runner and this script, so a second SIGINT
+  // is normal. The listeners are added before the ready line (a Ctrl-C right
+  // after it still shuts down cleanly) and are never removed (a SIGINT that
+  // found no listener would kill the process with 130).
   const shutdown = () => {
-    if (shuttingDown) return;
-    shuttingDown = true;
+    if (server.shuttingDown) return;
+    server.shuttingDown = true;
     console.log("Shutting down echo server...");
     listener.close();
-    for (const conn of connections) conn.close();
+    for (const conn of server.connections) closeQuietly(conn);
   };
   Deno.addSignalListener("SIGINT", shutdown);
   Deno.addSignalListener("SIGTERM", shutdown);
 
   console.log(`Listening on ${listener.addr.hostname}:${listener.addr.port}`);
-  while (!shuttingDown) {
+  while (!server.shuttingDown) {
     let conn: Deno.TcpConn;
     try {
       conn = await listener.accept();
     } catch (error) {
-      if (shuttingDown) break;
-      // One client that resets before it is accepted must not end the server.
+      if (server.shuttingDown) break;
       console.error(`accept failed: ${(error as Error).message}`);
-      await delay(100); // out of file descriptors it fails at once: no spin
+      // Out of descriptors, accept() fails at once: pause, do not spin. A
+      // connection that failed on its own is no reason to keep others waiting.
+      if (isOutOfResources(error)) await delay(ACCEPT_PAUSE_MS);
       continue;
     }
     conn.setNoDelay(true);
-    connections.add(conn);
     const handled = server.handler(conn).finally(() => {
-      connections.delete(conn);
       handlers.delete(handled);
     });
     handlers.add(handled);
   }
   await Promise.all(handlers);
-  Deno.removeSignalListener("SIGINT", shutdown);
-  Deno.removeSignalListener("SIGTERM", shutdown);
 }
 
 /** argparse's behaviour: usage and a one-line error on stderr, exit 2. */
 function argumentError(message: string): never {
-  console.error(`${USAGE}\n2_5_echo_server_with_diesel.ts: error: ${message}`);
+  console.error(`${USAGE}\n${FILE}: error: ${message}`);
   Deno.exit(2);
 }
 
@@ -264,4 +312,9 @@ if (import.meta.main) {
     argumentError(`argument --port: invalid port value: '${args.port}'`);
   }
   await main(port, args.host);
+  // Exit at once, with the signal listeners still in place. Left to end by
+  // itself, Deno first tears the runtime down, and a SIGINT arriving then
+  // finds no listener and kills the process with 130: `deno task` forwards a
+  // terminal's Ctrl-C to the script, so one more SIGINT often comes just then.
+  Deno.exit(0);
 }

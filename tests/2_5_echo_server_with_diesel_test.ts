@@ -1,11 +1,14 @@
-import { assert, assertEquals, assertMatch } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertNotMatch } from "@std/assert";
 import { concat } from "@std/bytes/concat";
 import {
   assertArgparse,
   assertPortInUse,
+  DENO,
   have,
+  resetWhileQueued,
   run,
   startRecipe,
+  startTask,
   TestClient,
 } from "./harness.ts";
 
@@ -124,16 +127,99 @@ Deno.test("2_5: a client reset mid-line ends only its handler", async () => {
   assertEquals(await next.readLine(), "You said: after the reset\n");
 });
 
+/** Ctrl-C and SIGTERM: one shutdown line, each client told it was the shutdown (not an error), exit 0. */
 Deno.test("2_5: SIGINT and SIGTERM close every connection and exit 0", async () => {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     await using server = await startRecipe(FILE);
-    await using client = await TestClient.connect(server.port);
-    await server.waitFor(/Echo client connected from/);
+    await using idle = await TestClient.connect(server.port);
+    await using talking = await TestClient.connect(server.port);
+    await talking.write("hello\n");
+    assertEquals(await talking.readLine(), "You said: hello\n");
     server.kill(signal);
     assertEquals((await server.exit()).code, 0);
     assertMatch(server.stdout, /Shutting down echo server\.\.\.\n/);
-    assert(await client.closedByPeer(), `the client is closed on ${signal}`);
+    assert(await idle.closedByPeer(), `the idle client is closed on ${signal}`);
+    assert(await talking.closedByPeer(), `the other is closed on ${signal}`);
+    assertEquals(
+      server.stdout.match(/ closed by server shutdown\n/g)?.length,
+      2,
+      server.transcript,
+    );
+    assertNotMatch(server.stdout, /dropped/);
   }
+});
+
+/** A terminal's Ctrl-C signals `deno task` and the script at once: one shutdown line and exit 0, every time (it is a race, so many times over). */
+Deno.test("2_5: Ctrl-C to the process group of deno task 2_5 shuts down once, exit 0", async () => {
+  for (let round = 0; round < 30; round++) {
+    await using task = await startTask("2_5");
+    if (round % 2 === 1) {
+      // Half the rounds with a client, so the shutdown has a connection to close.
+      await using client = await TestClient.connect(task.port);
+      await client.write("hi\n");
+      assertEquals(await client.readLine(), "You said: hi\n");
+      task.killGroup("SIGINT");
+      assert(await client.closedByPeer(), "the client is closed");
+    } else {
+      task.killGroup("SIGINT"); // right after the ready line
+    }
+    const { code } = await task.exit();
+    assertEquals(code, 0, `round ${round}\n${task.transcript}`);
+    assertEquals(
+      task.stdout.match(/Shutting down echo server\.\.\.\n/g)?.length,
+      1,
+      `round ${round}: one shutdown line\n${task.transcript}`,
+    );
+  }
+});
+
+/** 100 clients that reset while queued make accept() fail 100 times; none of them pauses the server, so the next client is answered at once. */
+Deno.test({
+  name: "2_5: resets in the accept queue do not make the server deaf",
+  ignore: !have("python3"),
+  async fn() {
+    await using server = await startRecipe(FILE);
+    assert(await resetWhileQueued(server.port, 100));
+    await using client = await TestClient.connect(server.port);
+    await client.write("after the resets\n");
+    // 100 pauses of 100 ms would take 10 s: 3 s is a bound, not a speed claim.
+    assertEquals(await client.readLine(3_000), "You said: after the resets\n");
+  },
+});
+
+/** `--host` that the task may not listen on: one line naming the command that works (and it does), exit 1. */
+Deno.test("2_5: --host without permission names the command that works, exit 1", async () => {
+  const result = await run(DENO, [
+    "task",
+    "--quiet",
+    "2_5",
+    "--host=127.0.0.2",
+    "--port=0",
+  ]);
+  assertEquals(result.code, 1, result.stderr);
+  const works =
+    `deno run --allow-net=127.0.0.2 ${FILE} --host=127.0.0.2 --port=0`;
+  assertEquals(
+    result.stderr,
+    `Error: --host=127.0.0.2 needs network permission for it: ${works}\n`,
+  );
+  // The named command serves (the tests may not connect to 127.0.0.2).
+  await using server = await startRecipe(FILE, {
+    permissions: ["--allow-net=127.0.0.2"],
+    args: ["--host=127.0.0.2"],
+  });
+  assertMatch(server.stdout, /^Listening on 127\.0\.0\.2:\d+\n/);
+});
+
+/** `deno task 2_5 --host=::1`, as `--help` offers it, serves over IPv6. */
+Deno.test("2_5: deno task 2_5 --host=::1 serves over IPv6", async () => {
+  await using task = await startTask("2_5", { args: ["--host=::1"] });
+  assertMatch(task.stdout, /^Listening on ::1:\d+\n/);
+  await using client = await TestClient.connect(task.port, "::1");
+  await client.write("over IPv6\n");
+  assertEquals(await client.readLine(), "You said: over IPv6\n");
+  task.killGroup("SIGINT");
+  assertEquals((await task.exit()).code, 0);
 });
 
 Deno.test("2_5: --help exits 0; a missing or bad --port exits 2 with argparse's usage", () =>
