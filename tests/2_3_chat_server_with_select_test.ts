@@ -166,10 +166,14 @@ Deno.test("2_3: bad frames get their sender dropped; the others chat on", async 
     ["bad JSON", rawFrame("['NAME: x'"), /not a JSON array of text/],
     [
       "bytes that are not UTF-8",
-      rawFrame(new Uint8Array([0xff, 0xfe])),
+      rawFrame(new Uint8Array([0x5b, 0xff, 0xfe])), // "[" and then not UTF-8
       /not a JSON/,
     ],
-    ["JSON that is not an array", rawFrame('{"NAME":"x"}'), /not a JSON array/],
+    [
+      "a first frame of neither wire",
+      rawFrame('{"NAME":"x"}'),
+      /a first frame of no known wire \(byte 4 is 0x7b\)/,
+    ],
     ["a first frame other than NAME", frame("hello"), /no NAME: first/],
     ["a 65-character name", frame(`NAME: ${"n".repeat(65)}`), /a name over 64/],
   ];
@@ -387,11 +391,23 @@ Deno.test("2_3: a client with no server says so and exits 1", async () => {
   );
 });
 
+/** A pattern for these texts, in this order, with anything between them. */
+function inOrder(...texts: string[]): RegExp {
+  const escaped = texts.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  return new RegExp(`^${escaped.join("[^]*?")}`);
+}
+
 /** argparse's contract: --help lists every option; bad command lines exit 2 with the usage and one error line. */
 Deno.test("2_3: --help lists the options; missing or bad arguments exit 2 with argparse's usage", () =>
   assertArgparse(
     FILE,
-    /^usage: .* --name NAME --port PORT\n[^]*\n {2}-h, --help +show this help message and exit\n {2}--name NAME +"server" runs the chat server; any other name joins it as a\n +client of that name\n {2}--port PORT +port the server listens on/,
+    inOrder(
+      `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}]\n`,
+      "  -h, --help          show this help message and exit\n",
+      '  --name NAME         "server" runs the chat server; any other name joins it\n',
+      "  --port PORT         port the server listens on (0 picks a free one), or the\n",
+      "  --wire {json,book}  a client's frames: json (default), or book to join the\n",
+    ),
     [
       [[], /required: --name, --port$/],
       [["--name=server"], /required: --port$/],
