@@ -53,7 +53,12 @@ const FILE = "2_5_echo_server_with_diesel.ts";
 const SERVER_HOST = "localhost";
 const ACCEPT_PAUSE_MS = 100;
 const MAX_LINE_BYTES = 64 * 1024;
-const READ_SIZE = 16 * 1024;
+/** An idle connection's read buffer: a pending read holds it until data comes. */
+const IDLE_READ_BYTES = 256;
+/** Replies up to this size are assembled in a buffer borrowed from a pool. */
+const REPLY_BUFFER_BYTES = 4 * 1024;
+/** How many free reply buffers the pool keeps for the next replies. */
+const REPLY_POOL_SIZE = 64;
 const LINGER_BYTES = 8 * 1024 * 1024; // dropped after the error, at most
 const LINGER_MS = 2000;
 const YOU_SAID = new TextEncoder().encode("You said: ");
@@ -72,17 +77,70 @@ options:
 
 class LineTooLongError extends Error {}
 
+/** What `lineEnd()` found in the bytes read so far. */
+export type LineScan =
+  | { kind: "line"; end: number } // a line: pending[0, end), "\n" included
+  | { kind: "partial" } // no "\n" yet: read more
+  | { kind: "too long" }; // over maxLine bytes, terminator not counted
+
+/**
+ * diesel's `until_eol()` framing, apart from any I/O: where the first line
+ * of `pending` ends. A line ends with "\n" ("\r\n" from telnet ends in it
+ * too); its length, not counting "\n" or "\r\n", must not pass `maxLine`.
+ * `searchFrom` skips bytes already known to hold no "\n".
+ */
+export function lineEnd(
+  pending: Uint8Array,
+  maxLine = MAX_LINE_BYTES,
+  searchFrom = 0,
+): LineScan {
+  const newline = pending.indexOf(0x0a, searchFrom);
+  // Without a "\n" yet, a "\r" at the end may be half of a "\r\n".
+  const length = newline < 0 ? pending.length : newline;
+  const terminatorPart = pending[length - 1] === 0x0d ? 1 : 0;
+  if (length - terminatorPart > maxLine) return { kind: "too long" };
+  if (newline < 0) return { kind: "partial" };
+  return { kind: "line", end: newline + 1 };
+}
+
+/**
+ * Resolves on the event loop's next turn, after the I/O it has waiting.
+ *
+ * Why a connection waits for it before each read: Deno tries every read
+ * once at the moment it is called, and a read whose bytes are already there
+ * completes without going back to the event loop. Under load, a connection
+ * whose client answers fast is served again and again that way, while the
+ * reads that had to wait for the loop (the other clients) wait for it to
+ * come round, sometimes over a second. Waiting for `setImmediate` (a turn of
+ * the loop, about a microsecond) first serves each connection at most once
+ * per turn, as Node's loop does: fair, and barely slower.
+ */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Reply buffers shared by every connection: `send()` takes one, writes from
+ * it, and gives it back, so an idle connection holds no reply buffer (10,000
+ * idle connections would otherwise hold 10,000 of them).
+ */
+const replyPool: Uint8Array[] = [];
+
 /**
  * What diesel gave a handler: `untilEol()` and `send()` on the current
  * connection. Only this class buffers, so only it needs bounding.
  */
 export class DieselConnection {
-  // One read buffer per connection, reused: [start, end) is read, not taken.
-  #buffer = new Uint8Array(READ_SIZE);
+  // The read buffer: [start, end) is read, not taken yet. It is small while
+  // the connection is idle, since a pending read holds it; it doubles when a
+  // read fills it (a long line, or a client sending fast) and goes back to
+  // IDLE_READ_BYTES once everything read was taken and the last read came
+  // back short (the client had nothing more to send for now).
+  #buffer = new Uint8Array(IDLE_READ_BYTES);
   #start = 0;
   #end = 0;
   #eof = false;
-  #out = new Uint8Array(READ_SIZE);
+  #lastReadFilled = false;
 
   constructor(readonly conn: Deno.Conn) {}
 
@@ -95,35 +153,44 @@ export class DieselConnection {
     let searchFrom = 0;
     while (true) {
       const pending = this.#buffer.subarray(this.#start, this.#end);
-      const newline = pending.indexOf(0x0a, searchFrom);
-      const length = newline < 0 ? pending.length : newline;
-      if (length - (pending[length - 1] === 0x0d ? 1 : 0) > MAX_LINE_BYTES) {
-        throw new LineTooLongError();
-      }
-      if (newline >= 0 || this.#eof) {
-        const line = newline >= 0 ? pending.subarray(0, newline + 1) : pending;
+      const scan = lineEnd(pending, MAX_LINE_BYTES, searchFrom);
+      if (scan.kind === "too long") throw new LineTooLongError();
+      if (scan.kind === "line" || this.#eof) {
+        const line = scan.kind === "line"
+          ? pending.subarray(0, scan.end)
+          : pending; // EOF: the last bytes, even without a terminator
         this.#start += line.length;
         return line.length > 0 ? line : null;
       }
       searchFrom = pending.length;
-      await this.#fill();
+      this.#makeRoom();
+      await nextTurn();
+      const space = this.#buffer.subarray(this.#end);
+      const n = await this.conn.read(space);
+      if (n === null) this.#eof = true;
+      else this.#end += n;
+      this.#lastReadFilled = n === space.length;
     }
   }
 
-  async #fill(): Promise<void> {
-    if (this.#start === this.#end) this.#start = this.#end = 0;
+  /** Room to read into: at the end of the buffer, which grows or shrinks. */
+  #makeRoom(): void {
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+      if (this.#buffer.length > IDLE_READ_BYTES && !this.#lastReadFilled) {
+        this.#buffer = new Uint8Array(IDLE_READ_BYTES); // give the rest back
+      }
+    }
     if (this.#end === this.#buffer.length) {
-      // Full: move the partial line to the front, into a buffer twice the
-      // size if it takes up over half (MAX_LINE_BYTES bounds the growth).
+      // Full: move the partial line to the front of a buffer twice the size.
+      // MAX_LINE_BYTES bounds the growth: a full buffer of 128 KiB holds a
+      // line too long, and untilEol() has thrown before it grows again.
       const pending = this.#buffer.subarray(this.#start, this.#end);
-      const grow = pending.length > this.#buffer.length / 2;
-      if (grow) this.#buffer = new Uint8Array(this.#buffer.length * 2);
-      this.#buffer.set(pending);
+      const grown = new Uint8Array(this.#buffer.length * 2);
+      grown.set(pending);
+      this.#buffer = grown;
       [this.#start, this.#end] = [0, pending.length];
     }
-    const n = await this.conn.read(this.#buffer.subarray(this.#end));
-    if (n === null) this.#eof = true;
-    else this.#end += n;
   }
 
   /**
@@ -146,18 +213,29 @@ export class DieselConnection {
   }
 
   /**
-   * Writes the parts as one buffer (a reused one: no allocation per reply),
-   * every byte of it: `conn.write` may take only part of a buffer.
+   * Writes the parts as one buffer, every byte of it: `conn.write` may take
+   * only part of a buffer. The buffer is borrowed from `replyPool` (a reply
+   * over REPLY_BUFFER_BYTES gets one of its own) and given back when the
+   * write is done, so no allocation is made per reply.
    */
   async send(...parts: Uint8Array[]): Promise<void> {
     const size = parts.reduce((sum, part) => sum + part.length, 0);
-    if (this.#out.length < size) this.#out = new Uint8Array(size);
-    let data = this.#out.subarray(0, 0);
-    for (const part of parts) {
-      this.#out.set(part, data.length);
-      data = this.#out.subarray(0, data.length + part.length);
+    const pooled = size <= REPLY_BUFFER_BYTES;
+    const buffer = pooled
+      ? replyPool.pop() ?? new Uint8Array(REPLY_BUFFER_BYTES)
+      : new Uint8Array(size);
+    try {
+      let length = 0;
+      for (const part of parts) {
+        buffer.set(part, length);
+        length += part.length;
+      }
+      let data = buffer.subarray(0, length);
+      while (data.length > 0) data = data.subarray(await this.conn.write(data));
+    } finally {
+      // A write that settled (done or failed) no longer holds the buffer.
+      if (pooled && replyPool.length < REPLY_POOL_SIZE) replyPool.push(buffer);
     }
-    while (data.length > 0) data = data.subarray(await this.conn.write(data));
   }
 }
 
@@ -176,6 +254,14 @@ export class EchoServer {
   readonly connections = new Set<Deno.TcpConn>();
   /** Set by shutdown: a handler's read or write that fails now was closed by it. */
   shuttingDown = false;
+  /** Resolved when shutdown has begun and the last handler has ended. */
+  readonly #allEnded = Promise.withResolvers<void>();
+
+  /** After shutdown: resolves once every handler has printed its farewell. */
+  allEnded(): Promise<void> {
+    if (this.connections.size === 0) this.#allEnded.resolve();
+    return this.#allEnded.promise;
+  }
 
   async handler(conn: Deno.TcpConn): Promise<void> {
     const { hostname: host, port } = conn.remoteAddr;
@@ -204,10 +290,13 @@ export class EchoServer {
         })`;
       }
     } finally {
-      this.connections.delete(conn);
       closeQuietly(conn);
     }
     console.log(`Echo client ${host}:${port} ${farewell}`);
+    this.connections.delete(conn);
+    if (this.shuttingDown && this.connections.size === 0) {
+      this.#allEnded.resolve();
+    }
   }
 }
 
@@ -247,7 +336,6 @@ export async function main(port: number, host = SERVER_HOST): Promise<void> {
     Deno.exit(1);
   }
   const server = new EchoServer();
-  const handlers = new Set<Promise<void>>();
 
   // One shutdown, however many signals arrive: a terminal's Ctrl-C under
   // `deno task` reaches the task runner and this script, so a second SIGINT
@@ -278,12 +366,11 @@ export async function main(port: number, host = SERVER_HOST): Promise<void> {
       continue;
     }
     conn.setNoDelay(true);
-    const handled = server.handler(conn).finally(() => {
-      handlers.delete(handled);
-    });
-    handlers.add(handled);
+    // Started, not awaited: the loop goes straight back to accept(), and
+    // this client's handler runs whenever its reads and writes can go on.
+    server.handler(conn);
   }
-  await Promise.all(handlers);
+  await server.allEnded();
 }
 
 /** argparse's behaviour: usage and a one-line error on stderr, exit 2. */
