@@ -14,13 +14,27 @@
  *     telnet localhost 8800                             # type one line
  *
  * From Python to Deno: `ForkingMixIn` forks a child per connection, which
- * inherits the socket. Deno can neither fork nor pass a socket to a process
- * (Node's handle passing lives in Deno's Node layer; this recipe stays on
- * `Deno.listen` and `Deno.Command`), so the server spawns this file in
+ * inherits the socket. Deno cannot fork, so the server spawns this file in
  * handler mode (no permissions, no config: it starts fast) and relays the
  * connection through the child's stdin and stdout. The child has its own PID
  * and logs to the terminal it shares with the server, as a forked one would.
  * It is this very Deno if `--allow-run` names it, else `deno` from PATH.
+ *
+ * Why a relay, when a socket can be handed over: on Unix, Deno's Node layer
+ * passes an accepted socket to a child (`node:child_process` with an "ipc"
+ * channel, then `child.send("socket", socket)`: the descriptor travels over
+ * a Unix socket, SCM_RIGHTS), so the child would own it as a forked one does.
+ * This recipe keeps the relay because it teaches the rest of ForkingMixIn
+ * better: `send()` takes a `node:net` socket, not a `Deno.Conn`, so the
+ * server would have to accept with `node:net`, whose server cannot stop
+ * accepting at `max_children` and leave clients in the backlog as the book's
+ * does; and a child with an IPC channel boots Deno's Node layer, which made
+ * each connection about three times dearer here (an empty child: 32 ms
+ * plain, 85-119 ms with the channel), in a chapter about what a connection
+ * costs. It also needs `--allow-env`, is missing on Windows
+ * (denoland/deno#32696), and a spawned `deno run` given no permission flag
+ * gets `-A`. The price of the relay: the server moves every byte, where the
+ * book's parent forgets the connection once it has forked.
  *
  * Fixed from the book: the client printed `response[5:]`, a bytes repr cut
  * in the wrong place; here the whole reply, as text (data stays bytes, so a
