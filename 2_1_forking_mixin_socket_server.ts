@@ -56,6 +56,7 @@ const MAX_CHILDREN = 40; // socketserver.ForkingMixIn.max_children
 const TIMEOUT_S = 10;
 const RELAY_SIZE = 16 * 1024;
 const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
+const PREVIEW_BYTES = 32; // client data a trace line shows, at most
 const HANDLER_MODE = "--handle-request"; // internal: be one handler process
 const SELF = import.meta.filename!;
 const HANDLER_PROCESS: Deno.CommandOptions = {
@@ -65,17 +66,50 @@ const HANDLER_PROCESS: Deno.CommandOptions = {
   stderr: "inherit", // the terminal it shares with the server
 };
 const NAME = "2_1_forking_mixin_socket_server.ts";
-const USAGE = `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS]`;
+const USAGE =
+  `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS] [--trace]`;
 const HELP = `${USAGE}
 
 options:
   -h, --help      show this help message and exit
   --serve         serve until Ctrl-C or SIGTERM (without: the book's demo)
   --port PORT     port to listen on (default ${SERVER_PORT}: a free port)
-  --timeout SECS  seconds one handler may take (default ${TIMEOUT_S})`;
+  --timeout SECS  seconds one handler may take (default ${TIMEOUT_S})
+  --trace         print each step of each connection on stderr`;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder(); // replaces invalid UTF-8, never throws
+
+/**
+ * Client data as a trace line shows it: at most 32 bytes, in double quotes,
+ * printable ASCII as itself and every other byte (and `"` and `\`) as \xNN,
+ * then `...` if there was more.
+ */
+export function preview(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes.subarray(0, PREVIEW_BYTES)) {
+    const plain = byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c;
+    text += plain
+      ? String.fromCharCode(byte)
+      : `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
+}
+
+/** Milliseconds since `since`, a time on the shared wall clock (see now()). */
+function msSince(since: number): string {
+  return `${(now() - since).toFixed(1)} ms`;
+}
+
+/**
+ * The wall clock in milliseconds with a fraction: `performance.timeOrigin`
+ * is when this process's clock started, in Unix-epoch milliseconds, so the
+ * sum means the same in the server and in a handler process, and a handler
+ * can tell how long after its spawn it started.
+ */
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
 
 /** Writes every byte: a write may take only part of a buffer. */
 async function writeAll(to: Pick<Deno.Conn, "write">, data: Uint8Array) {
@@ -106,19 +140,32 @@ export class ForkedClient {
 /**
  * ForkingServerRequestHandler.handle(), run in the handler process, whose
  * stdin and stdout are the connection: one read, one reply `<pid>: <data>`.
+ * `spawnedAt` (given with --trace) is when the server spawned this process:
+ * then it traces its own steps on the stderr it shares with the server.
  */
-export async function handle(): Promise<void> {
+export async function handle(spawnedAt?: number): Promise<void> {
+  const pid = Deno.pid;
+  const trace = spawnedAt === undefined
+    ? undefined
+    : (line: string) => console.error(`trace: ${line}`);
+  trace?.(`handler PID ${pid} started, ${msSince(spawnedAt!)} after its spawn`);
   const data = new Uint8Array(BUF_SIZE);
   const n = await Deno.stdin.read(data);
-  const pid = Deno.pid;
   if (n === null) {
+    trace?.(`handler PID ${pid} read end of file`);
     return console.error(`Handler PID ${pid}: client left without sending`);
   }
+  trace?.(
+    `handler PID ${pid} read ${n} bytes: ${preview(data.subarray(0, n))}`,
+  );
   const prefix = encoder.encode(`${pid}: `);
   const response = new Uint8Array([...prefix, ...data.subarray(0, n)]);
   const said = `[current_process_id: data] = [${decoder.decode(response)}]`;
   console.error(`Server sending response ${said}`);
   await writeAll(Deno.stdout, response);
+  trace?.(
+    `handler PID ${pid} replied ${response.length} bytes: ${preview(response)}`,
+  );
 }
 
 /** The client's bytes (conn.readable would close the socket at their EOF). */
@@ -156,6 +203,11 @@ export class ForkingServer {
     readonly deno: string,
     readonly timeoutMs = TIMEOUT_S * 1000,
     readonly log: (line: string) => void = () => {},
+    /**
+     * With --trace, one line per step of each connection. Without it, each
+     * `this.trace?.(...)` stops at the `?.`, before its line is even built.
+     */
+    readonly trace?: (line: string) => void,
   ) {}
 
   async serveForever(): Promise<void> {
@@ -183,6 +235,9 @@ export class ForkingServer {
         }
         continue;
       }
+      this.trace?.(
+        `accepted ${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`,
+      );
       const handler = this.processRequest(conn).catch((error: Error) => {
         this.log(`no handler process: ${error.message}`); // spawn() failed
         conn.close();
@@ -195,7 +250,13 @@ export class ForkingServer {
   /** ForkingMixIn.process_request(): a child process serves this client. */
   async processRequest(conn: Deno.TcpConn): Promise<void> {
     const client = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
-    const child = new Deno.Command(this.deno, HANDLER_PROCESS).spawn();
+    const spawnedAt = now();
+    // Traced, the handler is told when it was spawned, to trace its start.
+    const options = this.trace
+      ? { ...HANDLER_PROCESS, args: [...HANDLER_PROCESS.args!, `${spawnedAt}`] }
+      : HANDLER_PROCESS;
+    const child = new Deno.Command(this.deno, options).spawn();
+    this.trace?.(`spawned handler PID ${child.pid} for ${client}`);
     const pid = `Handler PID ${child.pid}`;
     this.peak = Math.max(this.peak, this.children.add(child).size);
     const running = () => `(${this.children.size} of ${MAX_CHILDREN} running)`;
@@ -210,7 +271,11 @@ export class ForkingServer {
     const note = await child.stdout
       .pipeTo(conn.writable, { preventClose: true, preventAbort: true })
       .then(() => "", (error) => `, reply not delivered (${error.name})`);
-    const { code, signal } = await child.status;
+    const { code, signal } = await child.status; // waitpid(): reaped
+    this.trace?.(
+      `reaped handler PID ${child.pid} (${signal ?? `code ${code}`}), ` +
+        `${msSince(spawnedAt)} after its spawn`,
+    );
     // Forgotten and logged at once: the log's count is the server's count.
     this.children.delete(child);
     clearTimeout(timer);
@@ -283,13 +348,16 @@ function fail(message: string, code: 1 | 2 = 1): never {
 }
 
 if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
-  await handle();
+  const spawnedAt = Deno.args[1] === undefined
+    ? undefined
+    : Number(Deno.args[1]);
+  await handle(spawnedAt);
 } else if (import.meta.main) {
   // Imported here, not at the top, so that handler processes never load it.
   const { parseArgs } = await import("@std/cli/parse-args");
   const args = parseArgs(Deno.args, {
     string: ["port", "timeout"],
-    boolean: ["help", "serve"],
+    boolean: ["help", "serve", "trace"],
     alias: { h: "help" },
     default: { port: String(SERVER_PORT), timeout: String(TIMEOUT_S) },
     unknown: (arg: string) => fail(`unrecognized arguments: ${arg}`, 2),
@@ -316,7 +384,11 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
     fail(`cannot listen on ${SERVER_HOST}:${port}: ${(e as Error).message}`);
   }
   const log = args.serve ? console.log : undefined; // demo: the book's lines
-  const server = new ForkingServer(listener, deno, timeout * 1000, log);
+  const trace: ((line: string) => void) | undefined = args.trace
+    ? (line) =>
+      console.error(`trace: ${line}`)
+    : undefined;
+  const server = new ForkingServer(listener, deno, timeout * 1000, log, trace);
   if (args.serve) {
     await serve(server);
     // Exit now rather than when the event loop drains: while Deno tears the

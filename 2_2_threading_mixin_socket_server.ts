@@ -43,19 +43,53 @@ const BUF_SIZE = 1024;
 const MAX_THREADS = 40;
 const TIMEOUT_S = 10;
 const RELAY_SIZE = 16 * 1024;
+const PREVIEW_BYTES = 32; // client data a trace line shows, at most
 const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
 const NAME = "2_2_threading_mixin_socket_server.ts";
-const USAGE = `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS]`;
+const USAGE =
+  `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS] [--trace]`;
 const HELP = `${USAGE}
 
 options:
   -h, --help      show this help message and exit
   --serve         serve until Ctrl-C or SIGTERM (without: the book's demo)
   --port PORT     port to listen on (default ${SERVER_PORT}: a free port)
-  --timeout SECS  seconds one handler may take (default ${TIMEOUT_S})`;
+  --timeout SECS  seconds one handler may take (default ${TIMEOUT_S})
+  --trace         print each step of each connection on stderr`;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder(); // replaces invalid UTF-8, never throws
+
+/**
+ * Client data as a trace line shows it: at most 32 bytes, in double quotes,
+ * printable ASCII as itself and every other byte (and `"` and `\`) as \xNN,
+ * then `...` if there was more.
+ */
+export function preview(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes.subarray(0, PREVIEW_BYTES)) {
+    const plain = byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c;
+    text += plain
+      ? String.fromCharCode(byte)
+      : `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
+}
+
+/**
+ * The wall clock in milliseconds with a fraction: `performance.timeOrigin`
+ * is when this thread's clock started (a Worker has its own), in Unix-epoch
+ * milliseconds, so the sum means the same on every thread, and a handler
+ * can tell how long after `new Worker()` it started.
+ */
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** Milliseconds since `since`, a time from now(). */
+function msSince(since: number): string {
+  return `${(now() - since).toFixed(1)} ms`;
+}
 
 /** A client to test the threading server: send, print the reply, close. */
 export async function client(ip: string, port: number, message: string) {
@@ -74,23 +108,29 @@ export async function client(ip: string, port: number, message: string) {
 /**
  * ThreadedTCPRequestHandler.handle(), run in the handler's Worker: one read
  * of up to 1024 bytes, one reply `<thread name>: <data>`. Returns the
- * outcome for the server's log.
+ * outcome for the server's log. `trace`, with --trace, gets its steps.
  */
 export async function handle(
   threadName: string,
   readable: ReadableStream<Uint8Array>,
   writable: WritableStream<Uint8Array>,
+  trace?: (line: string) => void,
 ): Promise<string> {
   const writer = writable.getWriter();
   try {
     const { value } = await readable.getReader().read();
-    if (!value) return "client left without sending";
+    if (!value) {
+      trace?.(`${threadName} read end of file`);
+      return "client left without sending";
+    }
+    const data = value.subarray(0, BUF_SIZE);
+    trace?.(`${threadName} read ${data.length} bytes: ${preview(data)}`);
     const prefix = encoder.encode(`${threadName}: `);
-    const response = new Uint8Array([
-      ...prefix,
-      ...value.subarray(0, BUF_SIZE),
-    ]);
+    const response = new Uint8Array([...prefix, ...data]);
     await writer.write(response);
+    trace?.(
+      `${threadName} replied ${response.length} bytes: ${preview(response)}`,
+    );
     return `replied with ${response.length} bytes`;
   } finally {
     await writer.close(); // the server then knows the reply is complete
@@ -126,6 +166,11 @@ export class ThreadedTCPServer {
     readonly listener: Deno.TcpListener,
     readonly timeoutMs = TIMEOUT_S * 1000,
     readonly log: (line: string) => void = () => {},
+    /**
+     * With --trace, one line per step of each connection. Without it, each
+     * `this.trace?.(...)` stops at the `?.`, before its line is even built.
+     */
+    readonly trace?: (line: string) => void,
   ) {}
 
   async serveForever(): Promise<void> {
@@ -153,6 +198,9 @@ export class ThreadedTCPServer {
         }
         continue;
       }
+      this.trace?.(
+        `accepted ${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`,
+      );
       const handler = this.processRequest(conn).catch((error: Error) => {
         this.log(`handler failed: ${error.message}`); // e.g. no Worker
         conn.close();
@@ -166,7 +214,9 @@ export class ThreadedTCPServer {
   async processRequest(conn: Deno.TcpConn): Promise<void> {
     const client = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
     const name = `Thread-${++this.#threads}`;
+    const createdAt = now();
     const worker = new Worker(import.meta.url, { type: "module", name });
+    this.trace?.(`new Worker ${name} for ${client}`);
     // The Worker's two ends of the connection; the socket stays here.
     const readable = ReadableStream.from(reads(conn));
     const { readable: reply, writable } = new TransformStream<Uint8Array>();
@@ -188,10 +238,18 @@ export class ThreadedTCPServer {
     const timer = setTimeout(() => resolve(timedOut), this.timeoutMs);
     const running = () => `(${this.workers.size} of ${MAX_THREADS} running)`;
     this.log(`${name} started for ${client} ${running()}`);
-    worker.postMessage({ readable, writable }, [readable, writable]);
+    // Traced, the handler is told when its Worker was made, to trace its start.
+    const tracedSince = this.trace ? createdAt : undefined;
+    worker.postMessage({ readable, writable, tracedSince }, [
+      readable,
+      writable,
+    ]);
     const end = await outcome;
     clearTimeout(timer);
     worker.terminate();
+    this.trace?.(
+      `terminated ${name}, ${msSince(createdAt)} after new Worker()`,
+    );
     relay.abort(); // settles the relay even if the Worker left its end open
     conn.close();
     await delivered;
@@ -256,7 +314,12 @@ if (import.meta.main && "WorkerGlobalScope" in globalThis) {
   // A handler thread: wait for the connection's streams, handle, report.
   const thread = globalThis as unknown as Worker & { name: string };
   thread.onmessage = async ({ data }: MessageEvent) => {
-    const end = await handle(thread.name, data.readable, data.writable)
+    const since: number | undefined = data.tracedSince;
+    const trace = since === undefined
+      ? undefined
+      : (line: string) => console.error(`trace: ${line}`);
+    trace?.(`${thread.name} started, ${msSince(since!)} after new Worker()`);
+    const end = await handle(thread.name, data.readable, data.writable, trace)
       .catch((error) => `failed: ${error.name}: ${error.message}`);
     thread.postMessage(end);
   };
@@ -265,7 +328,7 @@ if (import.meta.main && "WorkerGlobalScope" in globalThis) {
   const { parseArgs } = await import("@std/cli/parse-args");
   const args = parseArgs(Deno.args, {
     string: ["port", "timeout"],
-    boolean: ["help", "serve"],
+    boolean: ["help", "serve", "trace"],
     alias: { h: "help" },
     default: { port: String(SERVER_PORT), timeout: String(TIMEOUT_S) },
     unknown: (arg: string) => fail(`unrecognized arguments: ${arg}`, 2),
@@ -292,7 +355,10 @@ if (import.meta.main && "WorkerGlobalScope" in globalThis) {
     fail(`cannot listen on ${SERVER_HOST}:${port}: ${(e as Error).message}`);
   }
   const log = args.serve ? console.log : undefined; // demo: the book's lines
-  const server = new ThreadedTCPServer(listener, timeout * 1000, log);
+  const trace: ((line: string) => void) | undefined = args.trace
+    ? (line) => console.error(`trace: ${line}`)
+    : undefined;
+  const server = new ThreadedTCPServer(listener, timeout * 1000, log, trace);
   if (args.serve) {
     await serve(server);
     // Exit now rather than when the event loop drains: while Deno tears the
