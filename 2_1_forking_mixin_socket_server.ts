@@ -111,27 +111,43 @@ function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
-/** Writes every byte: a write may take only part of a buffer. */
+/**
+ * Writes every byte. `write()` resolves with how many bytes it took, which
+ * may be fewer than it was given (a full socket or pipe buffer), like
+ * Python's `send()`; the book's `sendall()` is this loop.
+ */
 async function writeAll(to: Pick<Deno.Conn, "write">, data: Uint8Array) {
-  while (data.length > 0) data = data.subarray(await to.write(data));
+  let rest = data;
+  while (rest.length > 0) {
+    const written = await to.write(rest);
+    rest = rest.subarray(written);
+  }
 }
 
-/** A client to test the forking server, on a connection main() opens. */
+/**
+ * A client to test the forking server. The book's `__init__` connects; a
+ * constructor cannot await, so main() connects and hands the connection in.
+ */
+// book: class ForkedClient():
 export class ForkedClient {
   constructor(readonly conn: Deno.TcpConn) {}
 
   /** Sends the echo message and prints the server's whole reply. */
+  // book: def run(self):
   async run(): Promise<void> {
     const pid = `PID ${Deno.pid}`;
     console.log(`${pid} Sending echo message to the server : "${ECHO_MSG}"`);
     const message = encoder.encode(ECHO_MSG);
-    await writeAll(this.conn, message);
+    await writeAll(this.conn, message); // book: self.sock.send(...)
     console.log(`Sent: ${message.length} characters, so far...`);
+    // book: response = self.sock.recv(BUF_SIZE). read() fills at most the
+    // buffer and resolves with the count, or null at the server's EOF.
     const response = new Uint8Array(BUF_SIZE);
     const n = await this.conn.read(response) ?? 0;
     console.log(`${pid} received: ${decoder.decode(response.subarray(0, n))}`);
   }
 
+  // book: def shutdown(self):
   shutdown(): void {
     this.conn.close();
   }
@@ -143,15 +159,18 @@ export class ForkedClient {
  * `spawnedAt` (given with --trace) is when the server spawned this process:
  * then it traces its own steps on the stderr it shares with the server.
  */
+// book: class ForkingServerRequestHandler(...): def handle(self):
 export async function handle(spawnedAt?: number): Promise<void> {
   const pid = Deno.pid;
   const trace = spawnedAt === undefined
     ? undefined
     : (line: string) => console.error(`trace: ${line}`);
   trace?.(`handler PID ${pid} started, ${msSince(spawnedAt!)} after its spawn`);
+  // book: data = str(self.request.recv(BUF_SIZE), 'utf-8'). Here the
+  // request is stdin, and the bytes stay bytes until they are printed.
   const data = new Uint8Array(BUF_SIZE);
   const n = await Deno.stdin.read(data);
-  if (n === null) {
+  if (n === null) { // not in the book: the client sent nothing at all
     trace?.(`handler PID ${pid} read end of file`);
     return console.error(`Handler PID ${pid}: client left without sending`);
   }
@@ -161,17 +180,28 @@ export async function handle(spawnedAt?: number): Promise<void> {
   const prefix = encoder.encode(`${pid}: `);
   const response = new Uint8Array([...prefix, ...data.subarray(0, n)]);
   const said = `[current_process_id: data] = [${decoder.decode(response)}]`;
-  console.error(`Server sending response ${said}`);
-  await writeAll(Deno.stdout, response);
+  console.error(`Server sending response ${said}`); // book: print(...)
+  await writeAll(Deno.stdout, response); // book: self.request.send(...)
   trace?.(
     `handler PID ${pid} replied ${response.length} bytes: ${preview(response)}`,
   );
 }
 
-/** The client's bytes (conn.readable would close the socket at their EOF). */
-async function* reads(conn: Deno.Conn) {
+/**
+ * The client's bytes, as an async generator the relay turns into a stream.
+ * Not `conn.readable`: a stream that reaches the client's EOF closes the
+ * whole connection, and the reply still has to go out (a client that sends,
+ * then half-closes, like `nc -N`). `conn.read(buffer)` reads into our buffer
+ * and resolves with the count, or null at EOF; while it waits it holds only
+ * that buffer.
+ */
+async function* reads(conn: Deno.Conn): AsyncGenerator<Uint8Array> {
   const buffer = new Uint8Array(RELAY_SIZE);
-  for (let n; (n = await conn.read(buffer)) !== null;) yield buffer.slice(0, n);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) return; // the client's end of file
+    yield buffer.slice(0, n); // a copy: the next read reuses the buffer
+  }
 }
 
 /**
@@ -191,7 +221,16 @@ function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
   } catch { /* it exited meanwhile; processRequest reaps it */ }
 }
 
-/** TCPServer + ForkingMixIn: each accepted client gets a new process. */
+/**
+ * TCPServer + ForkingMixIn: each accepted client gets a new process.
+ *
+ * Not in the book: the book's class body is `pass`, because socketserver
+ * does the work. This class is that work, written out: `serve_forever()`'s
+ * accept loop, `process_request()`'s new process per client,
+ * `collect_children()`'s limit and reaping, and the relay of the bytes,
+ * which a forked child does not need (it inherits the socket).
+ */
+// book: class ForkingServer(socketserver.ForkingMixIn, socketserver.TCPServer):
 export class ForkingServer {
   readonly children = new Set<Deno.ChildProcess>();
   peak = 0;
@@ -210,9 +249,14 @@ export class ForkingServer {
     readonly trace?: (line: string) => void,
   ) {}
 
+  // book (socketserver): serve_forever()
   async serveForever(): Promise<void> {
     while (!this.#closing) {
-      // collect_children(): at max_children, wait for one to finish.
+      // collect_children(): at max_children, wait for one to finish. Each
+      // handler is a promise that settles when its child has been reaped;
+      // Promise.race settles with the first of them to settle, as
+      // os.waitpid(-1, 0) returns for the first child to exit. Meanwhile
+      // nobody accepts, and new clients wait in the kernel's backlog.
       while (this.children.size >= MAX_CHILDREN && !this.#closing) {
         await Promise.race(this.#handlers);
       }
@@ -223,21 +267,21 @@ export class ForkingServer {
         if (this.#closing) break; // shutdown() closed the listener
         // One client's failed accept must not end the server, nor delay the
         // next client: only a want of descriptors or memory is waited out.
+        const message = (error as Error).message;
         if (isOutOfResources(error as Error)) {
-          this.log(
-            `accept failed: ${
-              (error as Error).message
-            }; pausing ${ACCEPT_PAUSE_MS} ms`,
-          );
+          this.log(`accept failed: ${message}; pausing ${ACCEPT_PAUSE_MS} ms`);
           await new Promise((resume) => setTimeout(resume, ACCEPT_PAUSE_MS));
         } else {
-          this.log(`accept failed: ${(error as Error).message}`);
+          this.log(`accept failed: ${message}`);
         }
         continue;
       }
       this.trace?.(
         `accepted ${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`,
       );
+      // Not awaited: the loop goes back to accept() while this client is
+      // served, as serve_forever() does once it has forked. The promise is
+      // kept, to wait on at the limit and at the end.
       const handler = this.processRequest(conn).catch((error: Error) => {
         this.log(`no handler process: ${error.message}`); // spawn() failed
         conn.close();
@@ -248,42 +292,75 @@ export class ForkingServer {
   }
 
   /** ForkingMixIn.process_request(): a child process serves this client. */
+  // book (socketserver): ForkingMixIn.process_request(), where it forks
   async processRequest(conn: Deno.TcpConn): Promise<void> {
     const client = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
     const spawnedAt = now();
-    // Traced, the handler is told when it was spawned, to trace its start.
-    const options = this.trace
-      ? { ...HANDLER_PROCESS, args: [...HANDLER_PROCESS.args!, `${spawnedAt}`] }
-      : HANDLER_PROCESS;
+    let options = HANDLER_PROCESS;
+    if (this.trace) {
+      // Traced, the handler is told when it was spawned, to trace its start.
+      const args = [...HANDLER_PROCESS.args!, String(spawnedAt)];
+      options = { ...HANDLER_PROCESS, args };
+    }
+    // spawn() starts the process and returns at once, before the new Deno
+    // has loaded this file. With stdin and stdout "piped", `child.stdin` is
+    // a WritableStream into the child's stdin and `child.stdout` a
+    // ReadableStream of what it prints; `child.status` settles when it has
+    // exited and been reaped (waitpid), with its exit code or signal.
     const child = new Deno.Command(this.deno, options).spawn();
     this.trace?.(`spawned handler PID ${child.pid} for ${client}`);
     const pid = `Handler PID ${child.pid}`;
-    this.peak = Math.max(this.peak, this.children.add(child).size);
+    this.children.add(child);
+    this.peak = Math.max(this.peak, this.children.size);
     const running = () => `(${this.children.size} of ${MAX_CHILDREN} running)`;
     this.log(`${pid} started for ${client} ${running()}`);
     const timer = setTimeout(() => {
       this.log(`${pid} timed out after ${this.timeoutMs / 1000} s, killing it`);
       kill(child, "SIGKILL"); // its end closes the connection
     }, this.timeoutMs);
-    // Relayed both ways; the connection stays ours to close.
+    // Not in the book: the relay, both ways. `pipeTo` reads a stream to
+    // its end and writes each chunk to a writable stream, waiting for each
+    // write (backpressure: a slow reader slows the source).
+    //
+    // Client to handler: `ReadableStream.from` turns the reads() generator
+    // into a stream; at the client's EOF pipeTo closes the child's stdin,
+    // so the handler's read sees EOF too. It rejects when the child has
+    // exited (a broken pipe) or the connection was closed: either way this
+    // direction is over, so the rejection is dropped.
     const upstream = ReadableStream.from(reads(conn)).pipeTo(child.stdin)
-      .catch(() => {}); // the child exited (broken pipe) or conn closed
-    const note = await child.stdout
-      .pipeTo(conn.writable, { preventClose: true, preventAbort: true })
-      .then(() => "", (error) => `, reply not delivered (${error.name})`);
+      .catch(() => {});
+    // Handler to client: the child's stdout into the connection. By default
+    // pipeTo closes the destination when the source ends and aborts it when
+    // the source fails; either would close the socket under us, so both are
+    // prevented, and the connection is closed below, once, after the reap.
+    // This pipe ends when the child's stdout does (it exited), and rejects
+    // if the client went away first: then the log line says so.
+    let note = "";
+    try {
+      await child.stdout.pipeTo(conn.writable, {
+        preventClose: true,
+        preventAbort: true,
+      });
+    } catch (error) {
+      note = `, reply not delivered (${(error as Error).name})`;
+    }
     const { code, signal } = await child.status; // waitpid(): reaped
+    const how = signal ?? `code ${code}`;
     this.trace?.(
-      `reaped handler PID ${child.pid} (${signal ?? `code ${code}`}), ` +
+      `reaped handler PID ${child.pid} (${how}), ` +
         `${msSince(spawnedAt)} after its spawn`,
     );
     // Forgotten and logged at once: the log's count is the server's count.
     this.children.delete(child);
     clearTimeout(timer);
-    const end = this.#closing && signal === "SIGTERM"
-      ? "closed by server shutdown" // killed by shutdown(): not a failure
-      : signal
-      ? `was killed by ${signal}`
-      : `exited with code ${code}`;
+    let end: string;
+    if (this.#closing && signal === "SIGTERM") {
+      end = "closed by server shutdown"; // shutdown() killed it: no failure
+    } else if (signal) {
+      end = `was killed by ${signal}`;
+    } else {
+      end = `exited with code ${code}`;
+    }
     this.log(`${pid} ${end}${note} ${running()}`);
     conn.close();
     await upstream;
@@ -295,6 +372,7 @@ export class ForkingServer {
    * task` delivers SIGINT twice (to the task runner, which passes it on, and
    * to this process), and the second call does nothing and prints nothing.
    */
+  // book (socketserver): shutdown(), and ForkingMixIn's server_close()
   shutdown(): void {
     if (this.#closing) return;
     this.#closing = true;
@@ -305,11 +383,16 @@ export class ForkingServer {
 }
 
 /** The book's main(): a server, two clients one after the other, clean up. */
+// book: def main():
 export async function main(server: ForkingServer): Promise<void> {
-  const { hostname: ip, port } = server.listener.addr;
+  const { hostname: ip, port } = server.listener.addr; // book: server_address
+  // book: server_thread = threading.Thread(target=server.serve_forever).
+  // No thread is needed: serveForever() runs whenever this function awaits,
+  // on the same event loop, and `serving` settles when it has finished.
   const serving = server.serveForever();
   console.log(`Server loop running PID: ${Deno.pid}`);
 
+  // book: client1 = ForkedClient(ip, port)
   const client1 = new ForkedClient(await Deno.connect({ hostname: ip, port }));
   await client1.run();
   console.log("First client running");
@@ -318,13 +401,14 @@ export async function main(server: ForkingServer): Promise<void> {
   await client2.run();
   console.log("Second client running");
 
+  // book: # Clean them up
   server.shutdown();
   client1.shutdown();
   client2.shutdown();
   await serving;
 }
 
-/** --serve: the server alone, until Ctrl-C or SIGTERM. */
+/** --serve: the server alone, until Ctrl-C or SIGTERM. Not in the book. */
 export async function serve(server: ForkingServer): Promise<void> {
   // Listening before the ready line, so a Ctrl-C right after it still gets
   // the shutdown. The listeners stay until the process exits: a listener
@@ -366,7 +450,8 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
     console.log(HELP);
     Deno.exit(0);
   }
-  const port = Number(args.port), timeout = Number(args.timeout);
+  const port = Number(args.port);
+  const timeout = Number(args.timeout);
   if (!/^\d+$/.test(args.port) || port > 65535) {
     fail(`argument --port: invalid port value: '${args.port}'`, 2);
   }
@@ -374,9 +459,13 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
     fail(`argument --timeout: invalid value: '${args.timeout}'`, 2);
   }
   // The Deno to spawn: this very binary if allowed, else `deno` from PATH.
-  const deno = [Deno.execPath(), "deno"].find((command) =>
-    Deno.permissions.querySync({ name: "run", command }).state === "granted"
-  ) ?? fail("handler processes need --allow-run=deno");
+  // querySync() asks the permission state without prompting.
+  const allowed = (command: string) =>
+    Deno.permissions.querySync({ name: "run", command }).state === "granted";
+  let deno: string;
+  if (allowed(Deno.execPath())) deno = Deno.execPath();
+  else if (allowed("deno")) deno = "deno";
+  else fail("handler processes need --allow-run=deno");
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname: SERVER_HOST, port });
@@ -385,8 +474,7 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
   }
   const log = args.serve ? console.log : undefined; // demo: the book's lines
   const trace: ((line: string) => void) | undefined = args.trace
-    ? (line) =>
-      console.error(`trace: ${line}`)
+    ? (line) => console.error(`trace: ${line}`)
     : undefined;
   const server = new ForkingServer(listener, deno, timeout * 1000, log, trace);
   if (args.serve) {
