@@ -13,6 +13,10 @@
  *     echo "Hello echo server!" | nc -N localhost 8800   # <handler pid>: Hello echo server!
  *     telnet localhost 8800                             # type one line
  *
+ * With `--trace`, each step of each connection is printed on stderr:
+ *
+ *     deno task 2_1 --serve --port=8800 --trace
+ *
  * From Python to Deno: `ForkingMixIn` forks a child per connection, which
  * inherits the socket. Deno cannot fork, so the server spawns this file in
  * handler mode (no permissions, no config: it starts fast) and relays the

@@ -13,6 +13,10 @@
  *     echo "Hello from nc" | nc -N localhost 8800   # Thread-1: Hello from nc
  *     telnet localhost 8800                        # type one line
  *
+ * With `--trace`, each step of each connection is printed on stderr:
+ *
+ *     deno task 2_2 --serve --port=8800 --trace
+ *
  * From Python to Deno: `ThreadingMixIn` starts a thread per connection; here
  * each gets a new `Worker`, a real OS thread with its own isolate, named like
  * Python's (`Thread-1`, ...) and running this file, so it needs `--allow-read`
