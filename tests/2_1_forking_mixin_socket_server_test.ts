@@ -116,6 +116,7 @@ Deno.test("2_1: one read of at most 1024 bytes; a character cut in two does not 
   const pid = await exchange(server.port, data);
   await server.waitFor(`Handler PID ${pid} exited with code 0`);
   assertMatch(server.stderr, new RegExp(`\\[${pid}: a{1023}\uFFFD\\]\n`));
+  assert(!server.stderr.includes("trace:"), "no trace without --trace");
 });
 
 Deno.test("2_1: a client that leaves without sending is logged; the server goes on", async () => {
@@ -365,3 +366,42 @@ Deno.test({
   },
 });
 if (book.skip) console.warn(`skipping the book's client test: ${book.skip}`);
+
+/**
+ * --trace shows each connection's steps in ForkingMixIn's terms, the
+ * handler's own steps from its process, with client data only as a short
+ * escaped preview.
+ */
+Deno.test("2_1: --trace prints accepted, spawned, started (and how fast), read, replied, reaped", async () => {
+  await using server = await startRecipe(FILE, {
+    ...SERVE,
+    args: ["--serve", "--trace"],
+  });
+  const data = encoder.encode(
+    'say "hi"\x01\u00e9 and then a long tail of more text',
+  );
+  const pid = await exchange(server.port, data);
+  await server.waitFor(`Handler PID ${pid} exited with code 0`);
+  server.kill("SIGTERM");
+  assertEquals((await server.exit()).code, 0);
+  const trace = server.stderr.split("\n").filter((l) =>
+    l.startsWith("trace: ")
+  );
+  const client = "127\\.0\\.0\\.1:\\d+";
+  const expected = [
+    `accepted ${client}`,
+    `spawned handler PID ${pid} for ${client}`,
+    `handler PID ${pid} started, \\d+\\.\\d ms after its spawn`,
+    `handler PID ${pid} read 45 bytes: "say \\\\x22hi\\\\x22\\\\x01\\\\xc3\\\\xa9 and then a long tail\\.\\.\\."`,
+    `handler PID ${pid} replied ${
+      45 + `${pid}: `.length
+    } bytes: "${pid}: say .*\\.\\.\\."`,
+    `reaped handler PID ${pid} \\(code 0\\), \\d+\\.\\d ms after its spawn`,
+  ];
+  assertEquals(trace.length, expected.length, server.stderr);
+  trace.forEach((line, i) =>
+    assertMatch(line, new RegExp(`^trace: ${expected[i]}$`))
+  );
+  // No line shows more than 32 bytes of what the client sent.
+  for (const line of trace) assert(!line.includes("more text"), line);
+});

@@ -71,6 +71,9 @@ Deno.test("2_2: one read of at most 1024 bytes; a character cut in two does not 
   await server.waitFor(
     `${thread} replied with ${thread.length + 2 + 1024} bytes`,
   );
+  server.kill("SIGTERM");
+  await server.exit();
+  assert(!server.stderr.includes("trace:"), "no trace without --trace");
 });
 
 Deno.test("2_2: a client that half-closes right after sending still gets its reply", async () => {
@@ -279,3 +282,44 @@ Deno.test({
   },
 });
 if (book.skip) console.warn(`skipping the book's client test: ${book.skip}`);
+
+/**
+ * --trace shows each connection's steps in ThreadingMixIn's terms, the
+ * handler's own steps from its Worker, with client data only as a short
+ * escaped preview.
+ */
+Deno.test("2_2: --trace prints accepted, new Worker, started (and how fast), read, replied, terminated", async () => {
+  await using server = await startRecipe(FILE, {
+    ...SERVE,
+    args: ["--serve", "--trace"],
+  });
+  const data = encoder.encode(
+    'say "hi"\x01\u00e9 and then a long tail of more text',
+  );
+  const thread = await exchange(server.port, data);
+  await server.waitFor(
+    `${thread} replied with ${thread.length + 2 + 45} bytes; terminated`,
+  );
+  server.kill("SIGTERM");
+  assertEquals((await server.exit()).code, 0);
+  const trace = server.stderr.split("\n").filter((l) =>
+    l.startsWith("trace: ")
+  );
+  const client = "127\\.0\\.0\\.1:\\d+";
+  const expected = [
+    `accepted ${client}`,
+    `new Worker ${thread} for ${client}`,
+    `${thread} started, \\d+\\.\\d ms after new Worker\\(\\)`,
+    `${thread} read 45 bytes: "say \\\\x22hi\\\\x22\\\\x01\\\\xc3\\\\xa9 and then a long tail\\.\\.\\."`,
+    `${thread} replied ${
+      thread.length + 2 + 45
+    } bytes: "${thread}: say .*\\.\\.\\."`,
+    `terminated ${thread}, \\d+\\.\\d ms after new Worker\\(\\)`,
+  ];
+  assertEquals(trace.length, expected.length, server.stderr);
+  trace.forEach((line, i) =>
+    assertMatch(line, new RegExp(`^trace: ${expected[i]}$`))
+  );
+  // No line shows more than 32 bytes of what the client sent.
+  for (const line of trace) assert(!line.includes("more text"), line);
+});
