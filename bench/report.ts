@@ -18,9 +18,18 @@ export interface Row {
   load: string;
   generator: string;
   status: "ok" | "failed" | "missing" | "skipped";
+  /** Per second; for the memory scenario, KB per connection. */
   rate?: number;
+  /** Milliseconds; for the memory scenario, p50 is connect to first reply. */
   p50?: number;
   p99?: number;
+  /** Fewest and most replies one connection got, against the mean (1 = fair). */
+  fewest?: number;
+  most?: number;
+  /** The load generator's share of its core in the timed window. */
+  loadCpu?: number;
+  /** The memory scenario: connections held when measured. */
+  held?: number;
   errors?: number;
   note: string;
 }
@@ -46,6 +55,18 @@ export function formatRate(rate: number | undefined): string {
   });
 }
 
+export function formatKb(kb: number | undefined): string {
+  if (kb === undefined || Number.isNaN(kb)) return "-";
+  return kb < 10 ? kb.toFixed(2) : kb < 1000 ? kb.toFixed(1) : formatRate(kb);
+}
+
+export function formatFairness(
+  fair: { fewest?: number; most?: number } | undefined,
+): string {
+  if (fair?.fewest === undefined || fair.most === undefined) return "-";
+  return `${fair.fewest.toFixed(2)} / ${fair.most.toFixed(2)}`;
+}
+
 export function formatMs(ms: number | undefined): string {
   if (ms === undefined || Number.isNaN(ms)) return "-";
   return ms < 10 ? ms.toFixed(2) : ms.toFixed(1);
@@ -59,20 +80,32 @@ const HEADER = [
   "unit",
   "p50 ms",
   "p99 ms",
+  "fewest/most",
+  "load CPU",
   "errors",
   "notes",
 ];
+/** Right-aligned columns (numbers). */
+const NUMERIC = new Set([3, 5, 6, 7, 8, 9]);
+const NOTES = HEADER.length - 1;
 
 function cells(row: Row): string[] {
   const ok = row.status === "ok";
+  const memory = row.held !== undefined;
   return [
     row.scenario,
     row.server,
     row.load,
-    ok ? formatRate(row.rate) : row.status.toUpperCase(),
+    !ok
+      ? row.status.toUpperCase()
+      : memory
+      ? formatKb(row.rate)
+      : formatRate(row.rate),
     row.unit,
     ok ? formatMs(row.p50) : "-",
     ok ? formatMs(row.p99) : "-",
+    ok ? formatFairness(row) : "-",
+    ok && row.loadCpu !== undefined ? `${Math.round(row.loadCpu * 100)}%` : "-",
     ok ? String(row.errors ?? 0) : "-",
     row.note,
   ];
@@ -82,13 +115,13 @@ function cells(row: Row): string[] {
 export function textTable(rows: Row[]): string {
   const body = rows.map(cells);
   const widths = HEADER.map((h, i) =>
-    Math.max(h.length, ...body.map((r) => i === 8 ? 0 : r[i].length))
+    Math.max(h.length, ...body.map((r) => i === NOTES ? 0 : r[i].length))
   );
   const line = (r: string[]) =>
     r.map((c, i) =>
-      i === 8
+      i === NOTES
         ? c
-        : i === 3 || (i >= 5 && i <= 7)
+        : NUMERIC.has(i)
         ? c.padStart(widths[i])
         : c.padEnd(widths[i])
     )
@@ -105,7 +138,7 @@ function markdownTable(rows: Row[]): string {
   return [
     `| ${HEADER.join(" | ")} |`,
     `|${
-      HEADER.map((_, i) => i === 3 || (i >= 5 && i <= 7) ? "---:" : "---").join(
+      HEADER.map((_, i) => NUMERIC.has(i) ? "---:" : "---").join(
         "|",
       )
     }|`,
@@ -181,7 +214,7 @@ export function chartSpec(
   machine: Machine,
 ): vegaLite.TopLevelSpec {
   // Panels in the run's order; in each, bars grouped by load, then server.
-  const ok = rows.filter((r) => r.status === "ok");
+  const ok = rows.filter((r) => r.status === "ok" && r.held === undefined);
   const rank = (r: Row) => {
     const panel = rows.filter((o) => o.scenario === r.scenario);
     const loads = [...new Set(panel.map((o) => o.load))];
