@@ -477,7 +477,7 @@ if (import.meta.main) {
     console.log(`${cost.what}: ${formatMs(cost.ms)} ms (${cost.note})`);
   }
   const md = markdown(rows, machine, costs);
-  const svg = await chartSvg(rows, machine);
+  const svg = await chartSvg(rows, machine, costs);
   for (const dir of targets) {
     try {
       await Deno.mkdir(dir, { recursive: true });

@@ -20,6 +20,7 @@ interface TableRow {
   server: string;
   load: string;
   rate: string;
+  p50: string;
   /** "fewest / most" replies per connection against the mean, or "-". */
   fair: string;
   /** The load generator's share of its core, "37%", or "-". */
@@ -41,9 +42,20 @@ function stdoutRows(stdout: string): TableRow[] {
     if (line.trim() === "") break;
     const cells = line.split(/\s{2,}/);
     assert(cells.length >= 8, `a table line with too few cells: ${line}`);
-    const [scenario, server, load, rate, , , , fair, cpu, errors, note = ""] =
-      cells;
-    rows.push({ scenario, server, load, rate, fair, cpu, errors, note });
+    const [
+      scenario,
+      server,
+      load,
+      rate,
+      ,
+      p50,
+      ,
+      fair,
+      cpu,
+      errors,
+      note = "",
+    ] = cells;
+    rows.push({ scenario, server, load, rate, p50, fair, cpu, errors, note });
   }
   return rows;
 }
@@ -65,12 +77,14 @@ function markdownRows(md: string): TableRow[] {
       11,
       `a markdown row with the wrong cell count: ${line}`,
     );
-    const [scenario, server, load, rate, , , , fair, cpu, errors, note] = cells;
+    const [scenario, server, load, rate, , p50, , fair, cpu, errors, note] =
+      cells;
     return {
       scenario,
       server,
       load,
       rate,
+      p50,
       fair,
       cpu,
       errors,
@@ -252,22 +266,33 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
     assertWellFormedSvg(svg);
     const texts = svgTexts(svg);
     for (
-      const row of rows.filter((r) =>
-        /^[\d,.]+$/.test(r.rate) && !r.load.endsWith("held open")
-      )
+      const title of [
+        "start one connection (ms)",
+        "memory per connection (KB)",
+        "served per second, one core",
+        "2_5 · one event loop: echo",
+        "ours (Deno)",
+        ...(/^[\d,]+$/.test(peer[0].rate) ? ["Node net"] : []),
+      ]
     ) {
-      assert(
-        texts.includes(row.rate),
-        `the chart labels the bar for ${row.server}, ${row.load} with ${row.rate}`,
-      );
-      assert(
-        texts.includes(`${row.load} · ${row.server}`),
-        `the chart has a bar for ${row.server}, ${row.load}`,
-      );
+      assert(texts.includes(title), `the chart shows "${title}"`);
     }
+    const best = Math.max(
+      ...[one, fifty, fiveHundred].map((r) =>
+        Number(r.rate.replaceAll(",", ""))
+      ),
+    ).toLocaleString("en-US");
     assert(
-      texts.some((t) => t.includes("round trips/s")),
-      "the panel names its unit",
+      texts.includes(`${best} round trips/s`),
+      `the chart labels ours with its best rate, ${best} round trips/s`,
+    );
+    assert(
+      texts.includes(`${held.rate} KB`),
+      `the chart labels ours with its memory, ${held.rate} KB`,
+    );
+    assert(
+      texts.includes(`${held.p50} ms`),
+      `the chart labels ours with its start time, ${held.p50} ms`,
     );
     assertEquals(
       await committedResults(),
