@@ -86,9 +86,6 @@ print(median(fork), median(thread))
   return [fork, thread];
 }
 
-/** How many Workers the memory floor holds at once (their mean is one Worker's cost). */
-const WORKERS = 20;
-
 /** How many at once the memory floors hold (their mean is one's cost). */
 const HELD = 40;
 
