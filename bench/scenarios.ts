@@ -15,6 +15,14 @@ import { echoLoad, httpLoad, oneShotLoad, type Phases } from "./load.ts";
 import { BadReply, exchange } from "./net.ts";
 import { recipeCommand, type Server, type ServerSpec } from "./servers.ts";
 import { bookSpec } from "./book.ts";
+import {
+  chatHold,
+  echoHold,
+  holdOpen,
+  type HoldProtocol,
+  httpHold,
+  oneShotHold,
+} from "./memory.ts";
 import type { LoadResult } from "./stats.ts";
 import { wrkLoad } from "./wrk.ts";
 
@@ -28,6 +36,8 @@ export interface Context {
   useWrk: boolean;
   /** The frame a `--vs` chat server speaks. */
   vsFrame: "pickle" | "json";
+  /** `--held`: at most this many connections in the memory scenario. */
+  heldMax?: number;
 }
 
 /** What a check learned about a server, for the loads. */
@@ -35,11 +45,17 @@ export interface Checked {
   /** 2_4: the response carries no `Connection: close` header. */
   closesWithoutHeader?: boolean;
   chatFormat?: ChatFormat;
+  /** 2_3's frames for the memory scenario's names. */
+  holdFormat?: ChatFormat;
 }
 
 export interface Load {
-  /** "50 connections", "W = 8", ... */
+  /** "50 connections", "W = 8", "10,000 held open", ... */
   label: string;
+  /** The row's unit when it is not the scenario's ("KB per connection"). */
+  unit?: string;
+  /** The memory scenario: connections to hold (at most --held). */
+  held?: number;
   generator(ctx: Context): string;
   run(
     server: Server,
@@ -105,6 +121,62 @@ function vsSpec(vs: string[]): ServerSpec {
     command: vs,
   };
 }
+
+/** The memory scenario's unit: the rate column holds KB, p50 the start time. */
+export const MEMORY_UNIT = "KB per connection";
+
+/**
+ * The memory scenario as a load: `wanted` connections (at most --held)
+ * held open with `protocol` (a function of the server, for 2_3's frames).
+ */
+function memoryLoad(
+  wanted: number,
+  protocol: (server: Server, checked: Checked) => HoldProtocol,
+  processPerConnection = false,
+): Load {
+  return {
+    label: heldLabel(wanted),
+    unit: MEMORY_UNIT,
+    held: wanted,
+    generator: () => "Deno client",
+    async run(server, ctx, checked) {
+      const n = Math.min(wanted, ctx.heldMax ?? wanted);
+      const held = await holdOpen(
+        server.child.pid,
+        server.port,
+        n,
+        protocol(server, checked),
+        {
+          processPerConnection,
+          exited: () => server.exited,
+          exitNote:
+            server.spec.kind === "book" && server.spec.label.startsWith("2_3")
+              ? "the book's select() cannot watch descriptors past 1,024 (FD_SETSIZE)"
+              : undefined,
+        },
+      );
+      return {
+        count: 0,
+        seconds: 0,
+        p50: held.startMs ?? NaN,
+        p99: NaN,
+        errors: {},
+        notes: [],
+        held,
+      };
+    },
+  };
+}
+
+/** "10,000 held open" */
+export function heldLabel(n: number): string {
+  return `${n.toLocaleString("en-US")} held open`;
+}
+
+/** Held connections per scenario: past what select() can watch, and 2_1/2_2's cap. */
+const HELD = 10_000;
+const HELD_CHAT = 2_000;
+const HELD_CAP = 40;
 
 const PEER_READY = /Listening on 127\.0\.0\.1:(\d+)/;
 const LISTENING = /Listening on \S+:(\d+)/;
@@ -177,7 +249,7 @@ const http: Scenario = {
           phases,
           server.spec.kind === "vs" ? undefined : BODY,
         ),
-  }],
+  }, memoryLoad(HELD, () => httpHold)],
 };
 
 function ours2_4() {
@@ -226,11 +298,14 @@ const echo: Scenario = {
     }
     return {};
   },
-  loads: [1, 50, 500].map((n) => ({
-    label: `${n} connection${n === 1 ? "" : "s"}`,
-    generator: () => "Deno generator",
-    run: (server, _ctx, _checked, phases) => echoLoad(server.port, n, phases),
-  })),
+  loads: [
+    ...[1, 50, 500].map((n): Load => ({
+      label: `${n} connection${n === 1 ? "" : "s"}`,
+      generator: () => "Deno generator",
+      run: (server, _ctx, _checked, phases) => echoLoad(server.port, n, phases),
+    })),
+    memoryLoad(HELD, () => echoHold),
+  ],
 };
 
 const chat: Scenario = {
@@ -261,21 +336,36 @@ const chat: Scenario = {
         `check (${format.name} frames): ${(error as Error).message}`,
       );
     }
-    return { chatFormat: format };
+    const holdFormat = pickle
+      ? await pickleFormat(holdNames(HELD_CHAT).map((n) => `NAME: ${n}`))
+      : JSON_FORMAT;
+    return { chatFormat: format, holdFormat };
   },
-  loads: [1, 8].map((w) => ({
-    label: `W = ${w}`,
-    generator: () => "Deno generator",
-    run: (server, _ctx, checked, phases) =>
-      chatLoad(
-        server.port,
-        checked.chatFormat ?? JSON_FORMAT,
-        CHAT_CLIENTS,
-        w,
-        phases,
-      ),
-  })),
+  loads: [
+    ...[1, 8].map((w): Load => ({
+      label: `W = ${w}`,
+      generator: () => "Deno generator",
+      run: (server, _ctx, checked, phases) =>
+        chatLoad(
+          server.port,
+          checked.chatFormat ?? JSON_FORMAT,
+          CHAT_CLIENTS,
+          w,
+          phases,
+        ),
+    })),
+    memoryLoad(
+      HELD_CHAT,
+      (_server, checked) =>
+        chatHold(checked.holdFormat ?? JSON_FORMAT, holdNames(HELD_CHAT)),
+    ),
+  ],
 };
+
+/** The names of the memory scenario's chat clients. */
+function holdNames(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `hold${i}`);
+}
 
 function perConnection(id: string, file: string, title: string): Scenario {
   return {
@@ -299,12 +389,15 @@ function perConnection(id: string, file: string, title: string): Scenario {
       }
       return {};
     },
-    loads: [1, 10].map((c) => ({
-      label: `concurrency ${c}`,
-      generator: () => "Deno generator",
-      run: (server, _ctx, _checked, phases) =>
-        oneShotLoad(server.port, c, phases, server.spec.kind === "book"),
-    })),
+    loads: [
+      ...[1, 10].map((c): Load => ({
+        label: `concurrency ${c}`,
+        generator: () => "Deno generator",
+        run: (server, _ctx, _checked, phases) =>
+          oneShotLoad(server.port, c, phases, server.spec.kind === "book"),
+      })),
+      memoryLoad(HELD_CAP, () => oneShotHold, id === "2_1"),
+    ],
   };
 }
 

@@ -20,6 +20,11 @@ interface TableRow {
   server: string;
   load: string;
   rate: string;
+  p50: string;
+  /** "fewest / most" replies per connection against the mean, or "-". */
+  fair: string;
+  /** The load generator's share of its core, "37%", or "-". */
+  cpu: string;
   errors: string;
   note: string;
 }
@@ -37,32 +42,51 @@ function stdoutRows(stdout: string): TableRow[] {
     if (line.trim() === "") break;
     const cells = line.split(/\s{2,}/);
     assert(cells.length >= 8, `a table line with too few cells: ${line}`);
-    const [scenario, server, load, rate, , , , errors, note = ""] = cells;
-    rows.push({ scenario, server, load, rate, errors, note });
+    const [
+      scenario,
+      server,
+      load,
+      rate,
+      ,
+      p50,
+      ,
+      fair,
+      cpu,
+      errors,
+      note = "",
+    ] = cells;
+    rows.push({ scenario, server, load, rate, p50, fair, cpu, errors, note });
   }
   return rows;
 }
 
 /** The rows of the markdown table in results.md. */
 function markdownRows(md: string): TableRow[] {
-  const lines = md.split("\n").filter((l) => l.startsWith("| "));
+  const all = md.split("\n");
+  const header = all.findIndex((l) => l.startsWith("| scenario |"));
   assertMatch(
-    lines[0] ?? "",
-    /^\| scenario \| server \| load \| rate \| unit \| p50 ms \| p99 ms \| errors \| notes \|$/,
+    all[header] ?? "",
+    /^\| scenario \| server \| load \| rate \| unit \| p50 ms \| p99 ms \| fewest\/most \| load CPU \| errors \| notes \|$/,
   );
-  return lines.slice(1).map((line) => {
+  const end = all.findIndex((l, i) => i > header && !l.startsWith("|"));
+  const lines = all.slice(header + 2, end < 0 ? undefined : end);
+  return lines.map((line) => {
     const cells = line.slice(2, -2).split(" | ");
     assertEquals(
       cells.length,
-      9,
+      11,
       `a markdown row with the wrong cell count: ${line}`,
     );
-    const [scenario, server, load, rate, , , , errors, note] = cells;
+    const [scenario, server, load, rate, , p50, , fair, cpu, errors, note] =
+      cells;
     return {
       scenario,
       server,
       load,
       rate,
+      p50,
+      fair,
+      cpu,
       errors,
       note: note.replaceAll("\\|", "|"),
     };
@@ -141,7 +165,14 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
   const dir = await Deno.makeTempDir({ prefix: "bench-out-" });
   const before = await committedResults();
   try {
-    const args = ["--seconds=1", "--only=2_5", "--vs=book", `--out=${dir}`];
+    const args = [
+      "--seconds=1",
+      "--warmup=0",
+      "--only=2_5",
+      "--vs=book",
+      "--held=300",
+      `--out=${dir}`,
+    ];
     const began = performance.now();
     const refused = await run(DENO, ["task", "bench", ...args]);
     assertEquals(refused.code, 2, refused.stdout + refused.stderr);
@@ -175,8 +206,25 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
       "1 connection",
       "50 connections",
       "500 connections",
+      "300 held open",
     ]);
-    for (const row of ours) {
+    const [one, fifty, fiveHundred, held] = ours;
+    assertEquals(one.fair, "-", "one connection has no fairness figures");
+    for (const row of [fifty, fiveHundred]) {
+      const fair = /^(\d+\.\d\d) \/ (\d+\.\d\d)$/.exec(row.fair);
+      if (!fair) {
+        throw new Error(`no fewest / most against the mean: ${row.fair}`);
+      }
+      assert(Number(fair[1]) <= 1 && Number(fair[2]) >= 1, row.fair);
+    }
+    for (const row of [one, fifty, fiveHundred]) {
+      assertMatch(row.cpu, /^\d+%$/, "the generator's CPU was measured");
+      const bound = Number(row.cpu.slice(0, -1)) >= 90;
+      assertEquals(/load-bound/.test(row.note), bound, row.note);
+    }
+    assertMatch(held.rate, /^\d[\d,]*\.?\d*$/, "KB per connection measured");
+    assertMatch(held.note, /^300 held, (PSS|RSS)/);
+    for (const row of [one, fifty, fiveHundred]) {
       assertMatch(
         row.rate,
         /^[\d,]+$/,
@@ -191,11 +239,11 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
     const peer = rows.filter((r) => r.server === "Node net (peer)");
     assertEquals(
       peer.length,
-      3,
+      4,
       "the Node peer has its rows (timed, or MISSING without node)",
     );
     const book = rows.filter((r) => r.server === "2_5 (book, Python)");
-    assertEquals(book.map((r) => r.rate), ["SKIPPED", "SKIPPED", "SKIPPED"]);
+    assertEquals(book.map((r) => r.rate), Array(4).fill("SKIPPED"));
     for (const row of book) assertMatch(row.note, /diesel.*Python 3/);
     assert(rows.every((r) => r.scenario === "2_5"));
 
@@ -217,19 +265,34 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
     const svg = await Deno.readTextFile(`${dir}/results.svg`);
     assertWellFormedSvg(svg);
     const texts = svgTexts(svg);
-    for (const row of rows.filter((r) => /^[\d,.]+$/.test(r.rate))) {
-      assert(
-        texts.includes(row.rate),
-        `the chart labels the bar for ${row.server}, ${row.load} with ${row.rate}`,
-      );
-      assert(
-        texts.includes(`${row.load} · ${row.server}`),
-        `the chart has a bar for ${row.server}, ${row.load}`,
-      );
+    for (
+      const title of [
+        "start one connection (ms)",
+        "memory per connection (KB)",
+        "served per second, one core",
+        "2_5 · one event loop: echo",
+        "ours (Deno)",
+        ...(/^[\d,]+$/.test(peer[0].rate) ? ["Node net"] : []),
+      ]
+    ) {
+      assert(texts.includes(title), `the chart shows "${title}"`);
     }
+    const best = Math.max(
+      ...[one, fifty, fiveHundred].map((r) =>
+        Number(r.rate.replaceAll(",", ""))
+      ),
+    ).toLocaleString("en-US");
     assert(
-      texts.some((t) => t.includes("round trips/s")),
-      "the panel names its unit",
+      texts.includes(`${best} round trips/s`),
+      `the chart labels ours with its best rate, ${best} round trips/s`,
+    );
+    assert(
+      texts.includes(`${held.rate} KB`),
+      `the chart labels ours with its memory, ${held.rate} KB`,
+    );
+    assert(
+      texts.includes(`${held.p50} ms`),
+      `the chart labels ours with its start time, ${held.p50} ms`,
     );
     assertEquals(
       await committedResults(),
@@ -258,7 +321,9 @@ Deno.test("bench: a --vs server that fails its check is reported FAILED, not tim
       "task",
       "bench",
       "--seconds=1",
+      "--warmup=0",
       "--only=2_5",
+      "--held=100",
       `--vs=${vs}`,
       `--out=${dir}`,
     ], {
@@ -267,13 +332,13 @@ Deno.test("bench: a --vs server that fails its check is reported FAILED, not tim
     assertEquals(result.code, 0, `${result.stdout}\n${result.stderr}`);
     const rows = stdoutRows(result.stdout);
     const other = rows.filter((r) => r.server.startsWith("vs: deno run"));
-    assertEquals(other.length, 3);
+    assertEquals(other.length, 4);
     for (const row of other) {
       assertEquals(row.rate, "FAILED");
       assertEquals(row.errors, "-");
     }
     assertMatch(result.stdout, /FAILED.*check/);
-    assertEquals(rows.filter((r) => r.server === "2_5 (ours)").length, 3);
+    assertEquals(rows.filter((r) => r.server === "2_5 (ours)").length, 4);
     assertEquals(
       markdownRows(await Deno.readTextFile(`${dir}/results.md`)),
       rows,
@@ -287,6 +352,8 @@ Deno.test("bench: bad arguments print the usage and exit 2", async () => {
     const bad of [
       ["--seconds=0"],
       ["--seconds=fast"],
+      ["--warmup=-1"],
+      ["--held=0"],
       ["--only=9_9"],
       ["--vs=python3 server.py"],
       ["--vs=python3 server.py --port={port}"],
