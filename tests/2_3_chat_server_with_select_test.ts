@@ -314,6 +314,17 @@ Deno.test("2_3: at the end of stdin a client sends what it has and leaves, exit 
   await c1.waitFor("\n(Now hung up: Client from piped@127.0.0.1)\n");
 });
 
+/** A line without end on stdin is kept only to its first 65,537 characters: refused as too long, and the next line goes. */
+Deno.test("2_3: a client refuses an endless stdin line and sends the next one", async () => {
+  await using server = await startServer();
+  await using c1 = await startClient(server, "client1");
+  await using c2 = await startClient(server, "client2");
+  for (let i = 0; i < 40; i++) await c2.write("z".repeat(50_000)); // 2 MB
+  await c2.write("\nafter the long one\n");
+  await c2.waitFor("(not sent: over 65536 bytes)\n");
+  await c1.waitFor("\n#[client2@127.0.0.1]>>after the long one\n");
+});
+
 /** Connections that reset while queued are logged and skipped at once: the next client is served well before 100 pauses (10 s) would allow. */
 Deno.test({
   name:
