@@ -1092,7 +1092,6 @@ export class ChatServer {
    */
   #receive(channel: Channel, frames: string[] | null, bytes: number): void {
     let name = this.clientmap.get(channel);
-    const socket = `readable: connection ${channel.id}`;
     if (frames === null) {
       const why = channel.dropReason;
       channel.close();
@@ -1105,17 +1104,16 @@ export class ChatServer {
         told = this.#broadcast([`\n(Now hung up: Client from ${name})`]);
       }
       this.trace?.(
-        `${socket} -> ${why ?? "end of stream"}, closed, ` +
+        `readable: connection ${channel.id} -> ${why ?? "end of stream"}, ` +
+          "closed, " +
           (name
             ? `hang-up notice to ${plural(told, "client")}`
             : "never named"),
       );
       return;
     }
-    const read = `${socket} -> ${plural(frames.length, "frame")} ` +
-      `(${bytes} bytes)`;
     if (channel.dropReason !== undefined) {
-      this.trace?.(`${read} -> ignored: dropped already`);
+      this.trace?.(this.#read(channel, frames, bytes) + " -> ignored: dropped");
       return; // its end is on its way
     }
     let messages = frames;
@@ -1124,11 +1122,13 @@ export class ChatServer {
       // here it is the connection's first frame, whenever it comes.
       const data = frames[0];
       if (!data.startsWith("NAME: ")) {
-        this.trace?.(`${read}, first ${previewText(data)} -> not NAME: drop`);
+        this.trace?.(this.#read(channel, frames, bytes) + " -> not NAME: drop");
         return channel.close("no NAME: first");
       }
       if (data.length > 6 + MAX_NAME_CHARS) {
-        this.trace?.(`${read} -> a name over ${MAX_NAME_CHARS}: drop`);
+        this.trace?.(
+          this.#read(channel, frames, bytes) + " -> a long name: drop",
+        );
         return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
       }
       channel.clearDeadline();
@@ -1141,9 +1141,9 @@ export class ChatServer {
       this.clientmap.set(channel, name);
       messages = frames.slice(1);
       this.trace?.(
-        `${read}, first ${previewText(data)} -> named ${name} ` +
-          `(${channel.wire} frames), CLIENT: sent, join notice to ` +
-          plural(told, "client"),
+        this.#read(channel, frames, bytes) +
+          ` -> named ${name} (${channel.wire} frames), CLIENT: sent, ` +
+          `join notice to ${plural(told, "client")}`,
       );
       if (messages.length === 0) return;
     }
@@ -1151,9 +1151,17 @@ export class ChatServer {
     const texts = messages.map((data) => `\n#[${name}]>>${data}`);
     const told = this.#broadcast(texts, channel);
     this.trace?.(
-      `${read}, ${plural(messages.length, "message")} from ${name}, first ` +
-        `${previewText(messages[0])} -> relayed to ${plural(told, "client")}`,
+      this.#read(channel, frames, bytes) +
+        ` -> ${plural(messages.length, "message")} from ${name} relayed to ` +
+        plural(told, "client"),
     );
+  }
+
+  /** How a trace line names a client event; only built when tracing. */
+  #read(channel: Channel, frames: string[], bytes: number): string {
+    const count = plural(frames.length, "frame");
+    return `readable: connection ${channel.id} -> ${count} (${bytes} bytes), ` +
+      `first ${previewText(frames[0])}`;
   }
 
   /**
