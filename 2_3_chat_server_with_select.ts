@@ -62,11 +62,13 @@ const NAME_TIMEOUT_MS = 10_000;
 const MAX_NAME_CHARS = 64; // a name is repeated in every message it sends
 const IDLE_READ_BYTES = 1024; // a silent connection's read buffer
 const STDIN_READ_BYTES = 16 * 1024;
+const MAX_LINE_CHARS = MAX_FRAME_BYTES + 1; // more than any line a client sends
 const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
 const LEAVE_FLUSH_MS = 5_000; // how long a leaving client waits to send the rest
+const PREVIEW_BYTES = 32; // of client data in a trace line
 const FILE = "2_3_chat_server_with_select.ts";
 const USAGE =
-  `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}]`;
+  `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}] [--trace]`;
 const HELP = `${USAGE}
 
 Socket Server Example with Select
@@ -78,7 +80,8 @@ options:
   --port PORT         port the server listens on (0 picks a free one), or the
                       port a client connects to
   --wire {json,book}  a client's frames: json (default), or book to join the
-                      book's own Python server (the server speaks both)`;
+                      book's own Python server (the server speaks both)
+  --trace             print each event the loop handles on stderr`;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -96,12 +99,21 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 export type Wire = "json" | "book8" | "book4";
 const HEADER_BYTES: Record<Wire, number> = { json: 4, book8: 8, book4: 4 };
 
+/** `--trace`: one line per event the loop handles, or undefined (off). */
+type Trace = ((line: string) => void) | undefined;
+
 /** What a loop waits on: the book's `inputs`, as events. */
 type Event =
   | { source: "server"; conn: Deno.TcpConn }
   | { source: "stdin"; line: string | null } // null: the end of stdin
   | { source: "signal" }
-  | { source: "client"; channel: Channel; data: string | null }; // null: gone
+  // data null: the connection is gone; bytes: the size of data's frames
+  | {
+    source: "client";
+    channel: Channel;
+    data: string[] | null;
+    bytes: number;
+  };
 type Mux = AsyncIterable<Event> & { add(it: AsyncIterable<Event>): void };
 
 /** The book's `send()` as bytes: one frame of `wire`, header and body in one buffer. */
@@ -116,6 +128,12 @@ export function encodeFrame(text: string, wire: Wire): Uint8Array {
   new DataView(bytes.buffer).setUint32(0, body.length);
   bytes.set(body, header);
   return bytes;
+}
+
+/** Frames for each of `texts`, in one buffer. */
+function encodeFrames(texts: string[], wire: Wire): Uint8Array {
+  if (texts.length === 1) return encodeFrame(texts[0], wire);
+  return concat(texts.map((text) => encodeFrame(text, wire)));
 }
 
 /**
@@ -136,6 +154,32 @@ export function detectWire(bytes: Uint8Array): Wire | undefined {
 
 function hex(byte: number): string {
   return `0x${byte.toString(16).padStart(2, "0")}`;
+}
+
+/**
+ * Client data as a trace line shows it: at most 32 bytes, in double quotes,
+ * each byte that is not printable ASCII (and `"` and `\\`) as \\xNN, then
+ * "..." if there was more.
+ */
+export function preview(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes.subarray(0, PREVIEW_BYTES)) {
+    const plain = byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c;
+    text += plain
+      ? String.fromCharCode(byte)
+      : `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
+}
+
+/** `preview` of a text's UTF-8, encoding no more of it than is shown. */
+function previewText(text: string): string {
+  return preview(encoder.encode(text.slice(0, PREVIEW_BYTES + 1)));
+}
+
+/** "1 frame", "2 frames": how a trace line counts. */
+function plural(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? "" : "s"}`;
 }
 
 /** What `takeFrame` found: a frame and its size, or how many bytes it needs. */
@@ -684,6 +728,7 @@ export class Channel {
   #queued = 0; // bytes queued or being written: a writer runs while > 0
   #writer?: Promise<void>; // the writer running now, if any
   #deadline?: ReturnType<typeof setTimeout>;
+  #takenBytes = 0; // the size of the frames taken since #taken() last asked
 
   /** `wire`: the frames it speaks, or undefined to learn from the first one. */
   constructor(
@@ -721,6 +766,7 @@ export class Channel {
       return undefined;
     }
     this.#start += taken.size;
+    this.#takenBytes += taken.size;
     if (this.#start === this.#end) {
       // Every byte read is taken: start over, in the small buffer.
       this.#start = this.#end = 0;
@@ -744,18 +790,41 @@ export class Channel {
     this.#start = 0;
   }
 
-  /** One event per frame, then one with null; never throws. */
+  /** How many bytes of frames were taken since it was last asked. */
+  #taken(): number {
+    const bytes = this.#takenBytes;
+    this.#takenBytes = 0;
+    return bytes;
+  }
+
+  /** The frames already whole in the buffer, taken without a read. */
+  takeBuffered(): string[] {
+    const texts: string[] = [];
+    for (let text = this.#take(); text !== undefined; text = this.#take()) {
+      texts.push(text);
+    }
+    return texts;
+  }
+
+  /**
+   * One event per read that completed a frame: the frames it made whole, in
+   * order (what one round of `select` let the book's loop read), then one
+   * event with null at the end; never throws. One event per read, not per
+   * frame, lets the server relay a burst in one write per receiver, which
+   * the benchmark shows matters: a write per frame halved the deliveries/s.
+   */
   async *events(): AsyncGenerator<Event> {
     try {
       while (true) {
-        const data = await this.receive();
-        if (data === null) break;
-        yield { source: "client", channel: this, data };
+        const first = await this.receive();
+        if (first === null) break;
+        const data = [first, ...this.takeBuffered()];
+        yield { source: "client", channel: this, data, bytes: this.#taken() };
       }
     } catch (error) {
       this.close((error as Error).message); // unless closed already
     }
-    yield { source: "client", channel: this, data: null };
+    yield { source: "client", channel: this, data: null, bytes: 0 };
   }
 
   /** The book's `send(channel, text)`, in this connection's wire. */
@@ -877,27 +946,37 @@ async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
  * `Deno.stdin.read()` loop into our own buffer: every byte read is ours, so
  * no line can be lost (`Deno.stdin.readable` through `TextLineStream` can
  * lose the first one, denoland/deno#35601). A last line without a newline
- * still counts as a line. The book's loop spun at the end of stdin, as
- * `select` kept saying it was readable.
+ * still counts as a line. A line is kept to at most MAX_LINE_CHARS (the
+ * rest, up to its newline, is dropped), so a stdin without newlines cannot
+ * grow it forever; a client refuses such a line as too long to send. The
+ * book's loop spun at the end of stdin, as `select` kept saying it was
+ * readable.
  */
 async function* stdinLines(): AsyncGenerator<Event> {
   const chunk = new Uint8Array(STDIN_READ_BYTES);
   const text = new TextDecoder(); // stream: true keeps a character cut in two
   let pending = "";
+  let cut = false; // past MAX_LINE_CHARS: dropping the rest of this line
   while (true) {
     const n = await Deno.stdin.read(chunk);
     if (n === null) break;
-    pending += text.decode(chunk.subarray(0, n), { stream: true });
-    for (
-      let end = pending.indexOf("\n");
-      end >= 0;
-      end = pending.indexOf("\n")
-    ) {
-      yield { source: "stdin", line: pending.slice(0, end) };
-      pending = pending.slice(end + 1);
+    let rest = text.decode(chunk.subarray(0, n), { stream: true });
+    let end = rest.indexOf("\n");
+    while (end >= 0) {
+      if (!cut) pending += rest.slice(0, end);
+      yield { source: "stdin", line: pending.slice(0, MAX_LINE_CHARS) };
+      pending = "";
+      cut = false;
+      rest = rest.slice(end + 1);
+      end = rest.indexOf("\n");
+    }
+    if (!cut) pending += rest;
+    if (pending.length > MAX_LINE_CHARS) {
+      pending = pending.slice(0, MAX_LINE_CHARS);
+      cut = true;
     }
   }
-  pending += text.decode();
+  pending += cut ? "" : text.decode();
   if (pending !== "") yield { source: "stdin", line: pending };
   yield { source: "stdin", line: null };
 }
@@ -927,7 +1006,13 @@ export class ChatServer {
   readonly server: Deno.TcpListener;
   #shuttingDown = false;
 
-  constructor(port: number) {
+  /**
+   * `trace`, when given (`--trace`), gets one line per event the loop
+   * handles: what `select` would have returned, and what the loop did with
+   * it. When it is not, each `this.trace?.(...)` below stops at the `?.`,
+   * before its line is built: tracing off costs nothing.
+   */
+  constructor(port: number, readonly trace?: Trace) {
     try {
       this.server = Deno.listen({ hostname: SERVER_HOST, port });
     } catch (error) {
@@ -960,19 +1045,29 @@ export class ChatServer {
           NAME_TIMEOUT_MS,
           `sent no name within ${seconds} s`,
         );
+        this.trace?.(
+          `readable: the server socket -> accepted connection ${channel.id} ` +
+            `from ${from}, its NAME due within ${seconds} s`,
+        );
       } else if (event.source === "stdin") {
         // book: elif sock == sys.stdin: a line stops the server; the end of
         // stdin (a server run without a terminal) only stops watching it.
-        if (event.line === null) continue;
+        if (event.line === null) {
+          this.trace?.("readable: sys.stdin -> its end, no longer watched");
+          continue;
+        }
+        this.trace?.("readable: sys.stdin -> a line, the server stops");
         this.shutdown();
         break;
       } else if (event.source === "signal") {
         // book: sighandler()
+        this.trace?.("signal: SIGINT or SIGTERM -> shutdown");
         console.log("Shutting down server...");
         this.shutdown();
         break;
       } else {
-        this.#receive(event.channel, event.data); // book: all other sockets
+        // book: all other sockets
+        this.#receive(event.channel, event.data, event.bytes);
       }
     }
   }
@@ -991,68 +1086,118 @@ export class ChatServer {
   }
 
   /**
-   * book: data = receive(sock): a frame from a client (its NAME first,
-   * then messages, relayed to all but their sender), or null once it is gone.
+   * book: data = receive(sock): the frames one read brought from a client
+   * (its NAME first, then messages, relayed to all but their sender), or
+   * null once it is gone.
    */
-  #receive(channel: Channel, data: string | null): void {
-    const name = this.clientmap.get(channel);
-    if (data === null) {
+  #receive(channel: Channel, frames: string[] | null, bytes: number): void {
+    let name = this.clientmap.get(channel);
+    if (frames === null) {
       const why = channel.dropReason;
       channel.close();
       this.clientmap.delete(channel);
       const how = why === undefined ? "hung up" : `dropped: ${why}`;
       console.log(`Chat server: ${channel.id} ${how}`);
-      if (!name) return;
-      this.clients -= 1;
-      return this.#broadcast(`\n(Now hung up: Client from ${name})`);
+      let told = 0;
+      if (name) {
+        this.clients -= 1;
+        told = this.#broadcast([`\n(Now hung up: Client from ${name})`]);
+      }
+      this.trace?.(
+        `readable: connection ${channel.id} -> ${why ?? "end of stream"}, ` +
+          "closed, " +
+          (name
+            ? `hang-up notice to ${plural(told, "client")}`
+            : "never named"),
+      );
+      return;
     }
-    if (channel.dropReason !== undefined) return; // its end is on its way
-    if (name) {
-      // book: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
-      return this.#broadcast(`\n#[${name}]>>${data}`, channel);
+    if (channel.dropReason !== undefined) {
+      this.trace?.(this.#read(channel, frames, bytes) + " -> ignored: dropped");
+      return; // its end is on its way
     }
-    // The book read the name in its accept branch, blocking everyone: here
-    // it is the connection's first frame, whenever it comes.
-    if (!data.startsWith("NAME: ")) return channel.close("no NAME: first");
-    if (data.length > 6 + MAX_NAME_CHARS) {
-      return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+    let messages = frames;
+    if (!name) {
+      // The book read the name in its accept branch, blocking everyone:
+      // here it is the connection's first frame, whenever it comes.
+      const data = frames[0];
+      if (!data.startsWith("NAME: ")) {
+        this.trace?.(this.#read(channel, frames, bytes) + " -> not NAME: drop");
+        return channel.close("no NAME: first");
+      }
+      if (data.length > 6 + MAX_NAME_CHARS) {
+        this.trace?.(
+          this.#read(channel, frames, bytes) + " -> a long name: drop",
+        );
+        return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+      }
+      channel.clearDeadline();
+      const host = channel.conn.remoteAddr.hostname;
+      name = `${data.slice("NAME: ".length)}@${host}`;
+      this.clients += 1;
+      channel.sendText(`CLIENT: ${host}`);
+      const joined = `(Connected: New client (${this.clients}) from ${name})`;
+      const told = this.#broadcast([`\n${joined}`]);
+      this.clientmap.set(channel, name);
+      messages = frames.slice(1);
+      this.trace?.(
+        this.#read(channel, frames, bytes) +
+          ` -> named ${name} (${channel.wire} frames), CLIENT: sent, ` +
+          `join notice to ${plural(told, "client")}`,
+      );
+      if (messages.length === 0) return;
     }
-    channel.clearDeadline();
-    const host = channel.conn.remoteAddr.hostname;
-    const named = `${data.slice("NAME: ".length)}@${host}`;
-    this.clients += 1;
-    channel.sendText(`CLIENT: ${host}`);
-    this.#broadcast(
-      `\n(Connected: New client (${this.clients}) from ${named})`,
+    // book: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
+    const texts = messages.map((data) => `\n#[${name}]>>${data}`);
+    const told = this.#broadcast(texts, channel);
+    this.trace?.(
+      this.#read(channel, frames, bytes) +
+        ` -> ${plural(messages.length, "message")} from ${name} relayed to ` +
+        plural(told, "client"),
     );
-    this.clientmap.set(channel, named);
+  }
+
+  /** How a trace line names a client event; only built when tracing. */
+  #read(channel: Channel, frames: string[], bytes: number): string {
+    const count = plural(frames.length, "frame");
+    return `readable: connection ${channel.id} -> ${count} (${bytes} bytes), ` +
+      `first ${previewText(frames[0])}`;
   }
 
   /**
-   * Sends `text` to every named client but `except`. The server encodes
-   * every frame itself, once per wire, in each receiver's own wire: what a
-   * client sent is never passed on as its bytes, so a book client can never
-   * be handed another client's pickle.
+   * Sends `texts` to every named client but `except`, in one buffer each;
+   * returns how many it sent them to.
+   * The server encodes every frame itself, once per wire, in each
+   * receiver's own wire: what a client sent is never passed on as its
+   * bytes, so a book client can never be handed another client's pickle.
    */
-  #broadcast(text: string, except?: Channel): void {
+  #broadcast(texts: string[], except?: Channel): number {
     const frames: Partial<Record<Wire, Uint8Array>> = {};
+    let receivers = 0;
     for (const [output, name] of this.clientmap) {
       if (!name || output === except) continue;
       const wire = output.wire!; // known: it sent its NAME
-      output.send(frames[wire] ??= encodeFrame(text, wire));
+      output.send(frames[wire] ??= encodeFrames(texts, wire));
+      receivers += 1;
     }
+    return receivers;
   }
 }
 
 /** A command line chat client: stdin and the socket, waited on at once. */
 export class ChatClient {
-  constructor(readonly channel: Channel, readonly prompt: string) {}
+  constructor(
+    readonly channel: Channel,
+    readonly prompt: string,
+    readonly trace?: Trace, // as the server's: one line per event
+  ) {}
 
   /** The book's constructor: connect, send the name, learn our address. */
   static async connect(
     name: string,
     port: number,
     wire: Wire = "json",
+    trace?: Trace,
   ): Promise<ChatClient> {
     try {
       const conn = await Deno.connect({ hostname: SERVER_HOST, port });
@@ -1060,10 +1205,12 @@ export class ChatClient {
       const channel = new Channel(conn, 0, wire);
       channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
       channel.sendText(`NAME: ${name}`);
+      trace?.(`connected, NAME sent in ${wire} frames`);
       const data = await channel.receive();
       if (!data?.startsWith("CLIENT: ")) throw new Error("no CLIENT: reply");
       const address = data.slice("CLIENT: ".length);
-      return new ChatClient(channel, `[${name}@${address}]> `);
+      trace?.(`readable: the socket -> CLIENT: ${previewText(address)}`);
+      return new ChatClient(channel, `[${name}@${address}]> `, trace);
     } catch {
       console.log(`Failed to connect to chat server @ port ${port}`);
       Deno.exit(1);
@@ -1082,6 +1229,7 @@ export class ChatClient {
           // The end of stdin (Ctrl-D, or the end of a pipe): what was typed
           // is queued already; send it, then leave. The book went on
           // reading the socket while nothing typed could be sent any more.
+          this.trace?.("readable: sys.stdin -> its end, leaving");
           console.log(" Client leaving: end of input. ");
           await this.leave();
           return;
@@ -1089,17 +1237,38 @@ export class ChatClient {
         const line = event.line.trim();
         const wire = this.channel.wire!;
         const bytes = encodeFrame(line, wire);
-        if (bytes.length > HEADER_BYTES[wire] + MAX_FRAME_BYTES) {
+        const tooLong = bytes.length > HEADER_BYTES[wire] + MAX_FRAME_BYTES;
+        this.trace?.(
+          `readable: sys.stdin -> a line ${previewText(line)} -> ` +
+            (tooLong
+              ? "too long, not sent"
+              : line
+              ? `sent as a ${bytes.length}-byte frame`
+              : "empty, nothing sent"),
+        );
+        if (tooLong) {
           console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
         } else if (line) this.channel.send(bytes);
       } else if (event.source === "signal") {
         // book: except KeyboardInterrupt:
+        this.trace?.("signal: SIGINT or SIGTERM -> interrupted");
         console.log(" Client interrupted. ");
         break;
       } else if (event.source === "client" && event.data !== null) {
         // book: elif sock == self.sock:
-        console.log(event.data);
+        this.trace?.(
+          `readable: the socket -> ${plural(event.data.length, "frame")} ` +
+            `(${event.bytes} bytes), first ${previewText(event.data[0])} ` +
+            "-> printed",
+        );
+        console.log(event.data.join(`\n${this.prompt}`)); // a prompt each
       } else {
+        this.trace?.(
+          `readable: the socket -> ${
+            this.channel.dropReason ?? "end of stream"
+          }` +
+            ", shutting down",
+        );
         console.log("Client shutting down.");
         break;
       }
@@ -1129,7 +1298,7 @@ function argumentError(message: string): never {
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
     string: ["name", "port", "wire"],
-    boolean: ["help"],
+    boolean: ["help", "trace"],
     alias: { h: "help" },
     unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
   });
@@ -1157,12 +1326,15 @@ if (import.meta.main) {
       `argument --wire: invalid choice: '${args.wire}' (choose from 'json', 'book')`,
     );
   }
+  const trace: Trace = args.trace
+    ? (line) => console.error(`trace: ${line}`)
+    : undefined;
   // Signal listeners first: a Ctrl-C right after the ready line is ours.
   const signals = interrupts();
   if (args.name === CHAT_SERVER_NAME) {
-    await new ChatServer(port).run(stdinLines(), signals);
+    await new ChatServer(port, trace).run(stdinLines(), signals);
   } else {
-    await (await ChatClient.connect(args.name, port, wire)).run(
+    await (await ChatClient.connect(args.name, port, wire, trace)).run(
       stdinLines(),
       signals,
     );

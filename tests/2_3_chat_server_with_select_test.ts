@@ -314,6 +314,17 @@ Deno.test("2_3: at the end of stdin a client sends what it has and leaves, exit 
   await c1.waitFor("\n(Now hung up: Client from piped@127.0.0.1)\n");
 });
 
+/** A line without end on stdin is kept only to its first 65,537 characters: refused as too long, and the next line goes. */
+Deno.test("2_3: a client refuses an endless stdin line and sends the next one", async () => {
+  await using server = await startServer();
+  await using c1 = await startClient(server, "client1");
+  await using c2 = await startClient(server, "client2");
+  for (let i = 0; i < 40; i++) await c2.write("z".repeat(50_000)); // 2 MB
+  await c2.write("\nafter the long one\n");
+  await c2.waitFor("(not sent: over 65536 bytes)\n");
+  await c1.waitFor("\n#[client2@127.0.0.1]>>after the long one\n");
+});
+
 /** Connections that reset while queued are logged and skipped at once: the next client is served well before 100 pauses (10 s) would allow. */
 Deno.test({
   name:
@@ -402,11 +413,12 @@ Deno.test("2_3: --help lists the options; missing or bad arguments exit 2 with a
   assertArgparse(
     FILE,
     inOrder(
-      `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}]\n`,
+      `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}] [--trace]\n`,
       "  -h, --help          show this help message and exit\n",
       '  --name NAME         "server" runs the chat server; any other name joins it\n',
       "  --port PORT         port the server listens on (0 picks a free one), or the\n",
       "  --wire {json,book}  a client's frames: json (default), or book to join the\n",
+      "  --trace             print each event the loop handles on stderr\n",
     ),
     [
       [[], /required: --name, --port$/],
@@ -427,4 +439,70 @@ Deno.test("2_3: --help lists the options; missing or bad arguments exit 2 with a
 Deno.test("2_3: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startServer();
   await assertPortInUse(FILE, ["--name=server", `--port=${server.port}`]);
+});
+
+/** --trace prints on stderr one line per event the loop handles (what select returned, what the loop did); client data only as a short escaped preview; without it, stderr stays empty. */
+Deno.test("2_3: --trace shows each event of the server's and the client's loops", async () => {
+  await using server = await startRecipe(FILE, {
+    args: ["--name=server", "--trace"],
+    ready: /Server listening to port: (\d+) \.\.\.\n/,
+  });
+  const traced = async (name: string) => {
+    const client = await startRecipe(FILE, {
+      args: [`--name=${name}`, `--port=${server.port}`, "--trace"],
+      ready: /Now connected to chat server@ port \d+\n/,
+      port: false,
+    });
+    await client.waitFor(`[${name}@127.0.0.1]> `);
+    return client;
+  };
+  await using c1 = await traced("client1");
+  await using c2 = await startClient(server, "client2"); // no --trace
+  await c1.waitFor("(Connected: New client (2) from client2@127.0.0.1)");
+  const long = `안녕 "quoted" ${"x".repeat(60_000)}`;
+  await c1.write(`${long}\n`);
+  await c2.waitFor(`>>${long}\n`);
+  c2.kill("SIGINT");
+  await c2.exit();
+  await c1.waitFor("(Now hung up: Client from client2@127.0.0.1)");
+  await server.write("\n");
+  assertEquals((await server.exit()).code, 0);
+  await c1.exit();
+  assertEquals(c2.stderr, "", "no --trace, no trace");
+
+  const lines = (text: string) => text.trimEnd().split("\n");
+  const size = 4 + encoder.encode(JSON.stringify([long])).length;
+  const serverLines = lines(server.stderr);
+  const expected = [
+    /^trace: readable: the server socket -> accepted connection 1 from \('127\.0\.0\.1', \d+\), its NAME due within 10 s$/,
+    /^trace: readable: connection 1 -> 1 frame \(21 bytes\), first "NAME: client1" -> named client1@127\.0\.0\.1 \(json frames\), CLIENT: sent, join notice to 0 clients$/,
+    /^trace: readable: the server socket -> accepted connection 2 /,
+    /^trace: readable: connection 2 -> 1 frame \(21 bytes\), first "NAME: client2" -> named client2@127\.0\.0\.1 \(json frames\), CLIENT: sent, join notice to 1 client$/,
+    new RegExp(
+      `^trace: readable: connection 1 -> 1 frame \\(${size} bytes\\)` +
+        /, first "\\xec\\x95\\x88\\xeb\\x85\\x95 \\x22quoted\\x22 x{16}\.\.\." -> 1 message from client1@127\.0\.0\.1 relayed to 1 client$/
+          .source,
+    ),
+    /^trace: readable: connection 2 -> end of stream, closed, hang-up notice to 1 client$/,
+    /^trace: readable: sys\.stdin -> a line, the server stops$/,
+  ];
+  assertEquals(serverLines.length, expected.length, server.stderr);
+  expected.forEach((line, i) => assertMatch(serverLines[i], line));
+  const clientLines = lines(c1.stderr);
+  for (
+    const line of [
+      /^trace: connected, NAME sent in json frames$/,
+      /^trace: readable: the socket -> CLIENT: "127\.0\.0\.1"$/,
+      /^trace: readable: the socket -> 1 frame \(\d+ bytes\), first "\\x0a\(Connected: New client \(2\) from\.\.\." -> printed$/,
+      /^trace: readable: sys\.stdin -> a line "\\xec\\x95\\x88.*\.\.\." -> sent as a \d+-byte frame$/,
+      /^trace: readable: the socket -> 1 frame \(\d+ bytes\), first "\\x0a\(Now hung up: Client from clien\.\.\." -> printed$/,
+      /^trace: readable: the socket -> end of stream, shutting down$/,
+    ]
+  ) {
+    assert(clientLines.some((l) => line.test(l)), `${line}\n${c1.stderr}`);
+  }
+  assert(
+    [...serverLines, ...clientLines].every((l) => l.length < 300),
+    "every trace line is short",
+  );
 });

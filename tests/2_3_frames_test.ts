@@ -11,6 +11,7 @@ import {
   Channel,
   detectWire,
   encodeFrame,
+  preview,
   takeFrame,
   type Wire,
 } from "../2_3_chat_server_with_select.ts";
@@ -186,4 +187,14 @@ Deno.test("2_3: a Channel refuses a frame cut short by the end", async () => {
   const channel = new Channel(fakeConn([frame.subarray(0, 10)]), 1);
   const error = await channel.receive().catch((error) => error);
   assert(error instanceof Error && /hung up mid-frame/.test(error.message));
+});
+
+/** A trace shows client data as at most 32 bytes, escaped, in quotes. */
+Deno.test("2_3: preview shows 32 bytes at most, escaping what is not plain ASCII", () => {
+  const bytes = (text: string) => new TextEncoder().encode(text);
+  assertEquals(preview(bytes("hi")), '"hi"');
+  assertEquals(preview(bytes('a"b\\c\n')), '"a\\x22b\\x5cc\\x0a"');
+  assertEquals(preview(bytes("한")), '"\\xed\\x95\\x9c"');
+  assertEquals(preview(bytes("x".repeat(32))), `"${"x".repeat(32)}"`);
+  assertEquals(preview(bytes("x".repeat(33))), `"${"x".repeat(32)}..."`);
 });
