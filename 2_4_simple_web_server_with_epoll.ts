@@ -253,7 +253,7 @@ export class EpollServer {
   // deadlines come first and the sweeper below stops at the first one ahead.
   readonly deadlines = new Map<number, number>();
   // Not in the book: connections answered 431, which read what their client
-  // still sends until it ends, before they close (see #onWritable).
+  // still sends until it ends, before they close (see #drainRejected).
   readonly rejected = new Set<number>();
   #lastFileno = 0;
   #closing = false;
