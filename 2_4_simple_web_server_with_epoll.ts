@@ -541,13 +541,18 @@ if (import.meta.main) {
       // `deno run` was not given --allow-net for this host: name the command
       // that has it (an IPv6 address goes in brackets there).
       const allow = args.host.includes(":") ? `[${args.host}]` : args.host;
-      const timeoutArg = args["header-timeout"] === undefined
-        ? ""
-        : ` --header-timeout=${seconds}`;
+      const command = [
+        `deno run --allow-net=${allow} ${FILE}`,
+        `--host=${args.host}`,
+        `--port=${port}`,
+      ];
+      if (args["header-timeout"] !== undefined) {
+        command.push(`--header-timeout=${seconds}`);
+      }
+      if (args.trace) command.push("--trace");
       console.error(
         `Error: --host=${args.host} needs network permission for it: ` +
-          `deno run --allow-net=${allow} ${FILE} --host=${args.host} ` +
-          `--port=${port}${timeoutArg}`,
+          command.join(" "),
       );
       Deno.exit(1);
     }
