@@ -109,6 +109,31 @@ async function epollSession(): Promise<string> {
   ].join("\n\n");
 }
 
+/**
+ * 2_4 with `--trace`: the same curl request, and the loop's steps on stderr.
+ * On a terminal the trace lines, written at once, come before the head,
+ * which the server prints in its next batch (10 ms later).
+ */
+async function epollTraceSession(): Promise<string> {
+  await using server = await startRecipe(
+    "2_4_simple_web_server_with_epoll.ts",
+    {
+      args: ["--trace"],
+    },
+  );
+  const url = `http://localhost:${server.port}/`;
+  await run("curl", ["-sS", "--max-time", "10", url]);
+  await server.waitFor(/User-Agent: curl\/[^]*?\n\n/);
+  server.kill("SIGINT");
+  await server.exit();
+  const [started, listening, ...rest] = server.stdout.split("\n");
+  const shown = [started, listening, server.stderr.trimEnd(), ...rest];
+  return terminal(
+    "deno task 2_4 --port=8800 --trace",
+    showPort(shown.join("\n"), server.port),
+  );
+}
+
 /** The echo server, and one nc session typing two lines. */
 async function echoSession(): Promise<string> {
   await using server = await startRecipe("2_5_echo_server_with_diesel.ts");
@@ -137,6 +162,8 @@ export const SESSIONS: Record<string, () => Promise<string>> = {
   "2_4": epollSession,
   "2_5": echoSession,
 };
+SESSIONS["2_4-trace"] = epollTraceSession; // 2_4's --trace (issue 13)
+NEEDS["2_4-trace"] = "curl";
 
 /**
  * A traced per-connection server (2_1 or 2_2): its terminal, one nc client,
