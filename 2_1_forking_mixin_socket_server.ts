@@ -13,22 +13,43 @@
  *     echo "Hello echo server!" | nc -N localhost 8800   # <handler pid>: Hello echo server!
  *     telnet localhost 8800                             # type one line
  *
+ * With `--trace`, each step of each connection is printed on stderr:
+ *
+ *     deno task 2_1 --serve --port=8800 --trace
+ *
  * From Python to Deno: `ForkingMixIn` forks a child per connection, which
- * inherits the socket. Deno can neither fork nor pass a socket to a process
- * (Node's handle passing lives in Deno's Node layer; this recipe stays on
- * `Deno.listen` and `Deno.Command`), so the server spawns this file in
+ * inherits the socket. Deno cannot fork, so the server spawns this file in
  * handler mode (no permissions, no config: it starts fast) and relays the
  * connection through the child's stdin and stdout. The child has its own PID
  * and logs to the terminal it shares with the server, as a forked one would.
  * It is this very Deno if `--allow-run` names it, else `deno` from PATH.
+ *
+ * Why a relay, when a socket can be handed over: on Unix, Deno's Node layer
+ * passes an accepted socket to a child (`node:child_process` with an "ipc"
+ * channel, then `child.send("socket", socket)`: the descriptor travels over
+ * a Unix socket, SCM_RIGHTS), so the child would own it as a forked one does.
+ * This recipe keeps the relay because it teaches the rest of ForkingMixIn
+ * better: `send()` takes a `node:net` socket, not a `Deno.Conn`, so the
+ * server would have to accept with `node:net`, whose server cannot stop
+ * accepting at `max_children` and leave clients in the backlog as the book's
+ * does; and a child with an IPC channel boots Deno's Node layer, which made
+ * each connection about three times dearer here (an empty child: 32 ms
+ * plain, 85-119 ms with the channel), in a chapter about what a connection
+ * costs. It also needs `--allow-env`, is missing on Windows
+ * (denoland/deno#32696), and a spawned `deno run` given no permission flag
+ * gets `-A`. The price of the relay: the server moves every byte, where the
+ * book's parent forgets the connection once it has forked.
  *
  * Fixed from the book: the client printed `response[5:]`, a bytes repr cut
  * in the wrong place; here the whole reply, as text (data stays bytes, so a
  * character cut at the 1024-byte read cannot throw). Children are reaped (the
  * book never did). As with `max_children`, at most 40 handlers run, then
  * accepting pauses; each has `--timeout` seconds (default 10). A client that
- * leaves, or a handler that dies, ends only its connection, with a log line.
- * Ctrl-C or SIGTERM kills and reaps every handler, closes all, exits 0.
+ * leaves, or a handler that dies, ends only its connection, with a log line;
+ * one that resets before it is accepted costs a log line and no pause (only
+ * running out of descriptors or memory pauses accepting, 100 ms). Ctrl-C or
+ * SIGTERM kills and reaps every handler, closes all, exits 0, once however
+ * many signals come.
  */
 
 const SERVER_HOST = "localhost";
@@ -38,6 +59,8 @@ const ECHO_MSG = "Hello echo server!";
 const MAX_CHILDREN = 40; // socketserver.ForkingMixIn.max_children
 const TIMEOUT_S = 10;
 const RELAY_SIZE = 16 * 1024;
+const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
+const PREVIEW_BYTES = 32; // client data a trace line shows, at most
 const HANDLER_MODE = "--handle-request"; // internal: be one handler process
 const SELF = import.meta.filename!;
 const HANDLER_PROCESS: Deno.CommandOptions = {
@@ -47,39 +70,88 @@ const HANDLER_PROCESS: Deno.CommandOptions = {
   stderr: "inherit", // the terminal it shares with the server
 };
 const NAME = "2_1_forking_mixin_socket_server.ts";
-const USAGE = `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS]`;
+const USAGE =
+  `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS] [--trace]`;
 const HELP = `${USAGE}
 
 options:
   -h, --help      show this help message and exit
   --serve         serve until Ctrl-C or SIGTERM (without: the book's demo)
   --port PORT     port to listen on (default ${SERVER_PORT}: a free port)
-  --timeout SECS  seconds one handler may take (default ${TIMEOUT_S})`;
+  --timeout SECS  seconds one handler may take (default ${TIMEOUT_S})
+  --trace         print each step of each connection on stderr`;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder(); // replaces invalid UTF-8, never throws
 
-/** Writes every byte: a write may take only part of a buffer. */
-async function writeAll(to: Pick<Deno.Conn, "write">, data: Uint8Array) {
-  while (data.length > 0) data = data.subarray(await to.write(data));
+/**
+ * Client data as a trace line shows it: at most 32 bytes, in double quotes,
+ * printable ASCII as itself and every other byte (and `"` and `\`) as \xNN,
+ * then `...` if there was more.
+ */
+export function preview(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes.subarray(0, PREVIEW_BYTES)) {
+    const plain = byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c;
+    text += plain
+      ? String.fromCharCode(byte)
+      : `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
 }
 
-/** A client to test the forking server, on a connection main() opens. */
+/** Milliseconds since `since`, a time on the shared wall clock (see now()). */
+function msSince(since: number): string {
+  return `${(now() - since).toFixed(1)} ms`;
+}
+
+/**
+ * The wall clock in milliseconds with a fraction: `performance.timeOrigin`
+ * is when this process's clock started, in Unix-epoch milliseconds, so the
+ * sum means the same in the server and in a handler process, and a handler
+ * can tell how long after its spawn it started.
+ */
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/**
+ * Writes every byte. `write()` resolves with how many bytes it took, which
+ * may be fewer than it was given (a full socket or pipe buffer), like
+ * Python's `send()`; the book's `sendall()` is this loop.
+ */
+async function writeAll(to: Pick<Deno.Conn, "write">, data: Uint8Array) {
+  let rest = data;
+  while (rest.length > 0) {
+    const written = await to.write(rest);
+    rest = rest.subarray(written);
+  }
+}
+
+/**
+ * A client to test the forking server. The book's `__init__` connects; a
+ * constructor cannot await, so main() connects and hands the connection in.
+ */
+// book: class ForkedClient():
 export class ForkedClient {
   constructor(readonly conn: Deno.TcpConn) {}
 
   /** Sends the echo message and prints the server's whole reply. */
+  // book: def run(self):
   async run(): Promise<void> {
     const pid = `PID ${Deno.pid}`;
     console.log(`${pid} Sending echo message to the server : "${ECHO_MSG}"`);
     const message = encoder.encode(ECHO_MSG);
-    await writeAll(this.conn, message);
+    await writeAll(this.conn, message); // book: self.sock.send(...)
     console.log(`Sent: ${message.length} characters, so far...`);
+    // book: response = self.sock.recv(BUF_SIZE). read() fills at most the
+    // buffer and resolves with the count, or null at the server's EOF.
     const response = new Uint8Array(BUF_SIZE);
     const n = await this.conn.read(response) ?? 0;
     console.log(`${pid} received: ${decoder.decode(response.subarray(0, n))}`);
   }
 
+  // book: def shutdown(self):
   shutdown(): void {
     this.conn.close();
   }
@@ -88,25 +160,62 @@ export class ForkedClient {
 /**
  * ForkingServerRequestHandler.handle(), run in the handler process, whose
  * stdin and stdout are the connection: one read, one reply `<pid>: <data>`.
+ * `spawnedAt` (given with --trace) is when the server spawned this process:
+ * then it traces its own steps on the stderr it shares with the server.
  */
-export async function handle(): Promise<void> {
+// book: class ForkingServerRequestHandler(...): def handle(self):
+export async function handle(spawnedAt?: number): Promise<void> {
+  const pid = Deno.pid;
+  const trace = spawnedAt === undefined
+    ? undefined
+    : (line: string) => console.error(`trace: ${line}`);
+  trace?.(`handler PID ${pid} started, ${msSince(spawnedAt!)} after its spawn`);
+  // book: data = str(self.request.recv(BUF_SIZE), 'utf-8'). Here the
+  // request is stdin, and the bytes stay bytes until they are printed.
   const data = new Uint8Array(BUF_SIZE);
   const n = await Deno.stdin.read(data);
-  const pid = Deno.pid;
-  if (n === null) {
+  if (n === null) { // not in the book: the client sent nothing at all
+    trace?.(`handler PID ${pid} read end of file`);
     return console.error(`Handler PID ${pid}: client left without sending`);
   }
+  trace?.(
+    `handler PID ${pid} read ${n} bytes: ${preview(data.subarray(0, n))}`,
+  );
   const prefix = encoder.encode(`${pid}: `);
   const response = new Uint8Array([...prefix, ...data.subarray(0, n)]);
   const said = `[current_process_id: data] = [${decoder.decode(response)}]`;
-  console.error(`Server sending response ${said}`);
-  await writeAll(Deno.stdout, response);
+  console.error(`Server sending response ${said}`); // book: print(...)
+  await writeAll(Deno.stdout, response); // book: self.request.send(...)
+  trace?.(
+    `handler PID ${pid} replied ${response.length} bytes: ${preview(response)}`,
+  );
 }
 
-/** The client's bytes (conn.readable would close the socket at their EOF). */
-async function* reads(conn: Deno.Conn) {
+/**
+ * The client's bytes, as an async generator the relay turns into a stream.
+ * Not `conn.readable`: a stream that reaches the client's EOF closes the
+ * whole connection, and the reply still has to go out (a client that sends,
+ * then half-closes, like `nc -N`). `conn.read(buffer)` reads into our buffer
+ * and resolves with the count, or null at EOF; while it waits it holds only
+ * that buffer.
+ */
+async function* reads(conn: Deno.Conn): AsyncGenerator<Uint8Array> {
   const buffer = new Uint8Array(RELAY_SIZE);
-  for (let n; (n = await conn.read(buffer)) !== null;) yield buffer.slice(0, n);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) return; // the client's end of file
+    yield buffer.slice(0, n); // a copy: the next read reuses the buffer
+  }
+}
+
+/**
+ * Did accept() fail for want of file descriptors or memory (EMFILE, ENFILE,
+ * ENOMEM, ENOBUFS)? Only then does waiting help: a descriptor may free up.
+ * Any other failure (a client that reset while queued: os error 107) is that
+ * one connection's, and the next one may be fine.
+ */
+function isOutOfResources(error: Error): boolean {
+  return /os error (12|23|24|105)\b/.test(error.message);
 }
 
 /** Signals a child; one that has just exited makes kill() throw: ignored. */
@@ -116,7 +225,16 @@ function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
   } catch { /* it exited meanwhile; processRequest reaps it */ }
 }
 
-/** TCPServer + ForkingMixIn: each accepted client gets a new process. */
+/**
+ * TCPServer + ForkingMixIn: each accepted client gets a new process.
+ *
+ * Not in the book: the book's class body is `pass`, because socketserver
+ * does the work. This class is that work, written out: `serve_forever()`'s
+ * accept loop, `process_request()`'s new process per client,
+ * `collect_children()`'s limit and reaping, and the relay of the bytes,
+ * which a forked child does not need (it inherits the socket).
+ */
+// book: class ForkingServer(socketserver.ForkingMixIn, socketserver.TCPServer):
 export class ForkingServer {
   readonly children = new Set<Deno.ChildProcess>();
   peak = 0;
@@ -128,22 +246,46 @@ export class ForkingServer {
     readonly deno: string,
     readonly timeoutMs = TIMEOUT_S * 1000,
     readonly log: (line: string) => void = () => {},
+    /**
+     * With --trace, one line per step of each connection. Without it, each
+     * `this.trace?.(...)` stops at the `?.`, before its line is even built.
+     */
+    readonly trace?: (line: string) => void,
   ) {}
 
+  // book (socketserver): serve_forever()
   async serveForever(): Promise<void> {
     while (!this.#closing) {
-      // collect_children(): at max_children, wait for one to finish.
+      // collect_children(): at max_children, wait for one to finish. Each
+      // handler is a promise that settles when its child has been reaped;
+      // Promise.race settles with the first of them to settle, as
+      // os.waitpid(-1, 0) returns for the first child to exit. Meanwhile
+      // nobody accepts, and new clients wait in the kernel's backlog.
       while (this.children.size >= MAX_CHILDREN && !this.#closing) {
         await Promise.race(this.#handlers);
       }
-      // One client's failed accept must not end the server.
-      const conn = await this.listener.accept().catch((error: Error) => {
-        if (!this.#closing) this.log(`accept failed: ${error.message}`);
-      });
-      if (!conn) { // out of file descriptors, accept fails at once: pause
-        await new Promise((resume) => setTimeout(resume, 100));
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.listener.accept();
+      } catch (error) {
+        if (this.#closing) break; // shutdown() closed the listener
+        // One client's failed accept must not end the server, nor delay the
+        // next client: only a want of descriptors or memory is waited out.
+        const message = (error as Error).message;
+        if (isOutOfResources(error as Error)) {
+          this.log(`accept failed: ${message}; pausing ${ACCEPT_PAUSE_MS} ms`);
+          await new Promise((resume) => setTimeout(resume, ACCEPT_PAUSE_MS));
+        } else {
+          this.log(`accept failed: ${message}`);
+        }
         continue;
       }
+      this.trace?.(
+        `accepted ${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`,
+      );
+      // Not awaited: the loop goes back to accept() while this client is
+      // served, as serve_forever() does once it has forked. The promise is
+      // kept, to wait on at the limit and at the end.
       const handler = this.processRequest(conn).catch((error: Error) => {
         this.log(`no handler process: ${error.message}`); // spawn() failed
         conn.close();
@@ -154,48 +296,107 @@ export class ForkingServer {
   }
 
   /** ForkingMixIn.process_request(): a child process serves this client. */
+  // book (socketserver): ForkingMixIn.process_request(), where it forks
   async processRequest(conn: Deno.TcpConn): Promise<void> {
     const client = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
-    const child = new Deno.Command(this.deno, HANDLER_PROCESS).spawn();
+    const spawnedAt = now();
+    let options = HANDLER_PROCESS;
+    if (this.trace) {
+      // Traced, the handler is told when it was spawned, to trace its start.
+      const args = [...HANDLER_PROCESS.args!, String(spawnedAt)];
+      options = { ...HANDLER_PROCESS, args };
+    }
+    // spawn() starts the process and returns at once, before the new Deno
+    // has loaded this file. With stdin and stdout "piped", `child.stdin` is
+    // a WritableStream into the child's stdin and `child.stdout` a
+    // ReadableStream of what it prints; `child.status` settles when it has
+    // exited and been reaped (waitpid), with its exit code or signal.
+    const child = new Deno.Command(this.deno, options).spawn();
+    this.trace?.(`spawned handler PID ${child.pid} for ${client}`);
     const pid = `Handler PID ${child.pid}`;
-    this.peak = Math.max(this.peak, this.children.add(child).size);
+    this.children.add(child);
+    this.peak = Math.max(this.peak, this.children.size);
     const running = () => `(${this.children.size} of ${MAX_CHILDREN} running)`;
     this.log(`${pid} started for ${client} ${running()}`);
     const timer = setTimeout(() => {
       this.log(`${pid} timed out after ${this.timeoutMs / 1000} s, killing it`);
       kill(child, "SIGKILL"); // its end closes the connection
     }, this.timeoutMs);
-    // Relayed both ways; the connection stays ours to close.
+    // Not in the book: the relay, both ways. `pipeTo` reads a stream to
+    // its end and writes each chunk to a writable stream, waiting for each
+    // write (backpressure: a slow reader slows the source).
+    //
+    // Client to handler: `ReadableStream.from` turns the reads() generator
+    // into a stream; at the client's EOF pipeTo closes the child's stdin,
+    // so the handler's read sees EOF too. It rejects when the child has
+    // exited (a broken pipe) or the connection was closed: either way this
+    // direction is over, so the rejection is dropped.
     const upstream = ReadableStream.from(reads(conn)).pipeTo(child.stdin)
-      .catch(() => {}); // the child exited (broken pipe) or conn closed
-    const note = await child.stdout
-      .pipeTo(conn.writable, { preventClose: true, preventAbort: true })
-      .then(() => "", (error) => `, reply not delivered (${error.name})`);
-    const { code, signal } = await child.status;
+      .catch(() => {});
+    // Handler to client: the child's stdout into the connection. By default
+    // pipeTo closes the destination when the source ends and aborts it when
+    // the source fails; either would close the socket under us, so both are
+    // prevented, and the connection is closed below, once, after the reap.
+    // This pipe ends when the child's stdout does (it exited), and rejects
+    // if the client went away first: then the log line says so.
+    let note = "";
+    try {
+      await child.stdout.pipeTo(conn.writable, {
+        preventClose: true,
+        preventAbort: true,
+      });
+    } catch (error) {
+      note = `, reply not delivered (${(error as Error).name})`;
+    }
+    const { code, signal } = await child.status; // waitpid(): reaped
+    const how = signal ?? `code ${code}`;
+    this.trace?.(
+      `reaped handler PID ${child.pid} (${how}), ` +
+        `${msSince(spawnedAt)} after its spawn`,
+    );
     // Forgotten and logged at once: the log's count is the server's count.
     this.children.delete(child);
     clearTimeout(timer);
-    const end = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    let end: string;
+    if (this.#closing && signal === "SIGTERM") {
+      end = "closed by server shutdown"; // shutdown() killed it: no failure
+    } else if (signal) {
+      end = `was killed by ${signal}`;
+    } else {
+      end = `exited with code ${code}`;
+    }
     this.log(`${pid} ${end}${note} ${running()}`);
     conn.close();
     await upstream;
   }
 
-  /** Stops accepting and kills every handler process; serveForever reaps. */
+  /**
+   * The one shutdown: stops accepting and kills every handler process;
+   * serveForever reaps them. Idempotent: a terminal's Ctrl-C under `deno
+   * task` delivers SIGINT twice (to the task runner, which passes it on, and
+   * to this process), and the second call does nothing and prints nothing.
+   */
+  // book (socketserver): shutdown(), and ForkingMixIn's server_close()
   shutdown(): void {
     if (this.#closing) return;
     this.#closing = true;
+    this.log(`Shutting down: killing ${this.children.size} handlers...`);
     this.listener.close();
     for (const child of this.children) kill(child, "SIGTERM");
   }
 }
 
 /** The book's main(): a server, two clients one after the other, clean up. */
+// book: def main():
 export async function main(server: ForkingServer): Promise<void> {
-  const { hostname: ip, port } = server.listener.addr;
+  const { hostname: ip, port } = server.listener.addr; // book: server_address
+  // book: server_thread = threading.Thread(target=server.serve_forever).
+  // No thread is needed: serveForever() runs whenever this function awaits,
+  // on the same event loop, and `serving` settles when it has finished.
   const serving = server.serveForever();
   console.log(`Server loop running PID: ${Deno.pid}`);
 
+  // book: client1 = ForkedClient(ip, port)
   const client1 = new ForkedClient(await Deno.connect({ hostname: ip, port }));
   await client1.run();
   console.log("First client running");
@@ -204,20 +405,21 @@ export async function main(server: ForkingServer): Promise<void> {
   await client2.run();
   console.log("Second client running");
 
+  // book: # Clean them up
   server.shutdown();
   client1.shutdown();
   client2.shutdown();
   await serving;
 }
 
-/** --serve: the server alone, until Ctrl-C or SIGTERM. */
+/** --serve: the server alone, until Ctrl-C or SIGTERM. Not in the book. */
 export async function serve(server: ForkingServer): Promise<void> {
-  const stop = () => {
-    console.log(`Shutting down: killing ${server.children.size} handlers...`);
-    server.shutdown();
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  // Listening before the ready line, so a Ctrl-C right after it still gets
+  // the shutdown. The listeners stay until the process exits: a listener
+  // replaces Deno's default exit, so a late second SIGINT cannot kill with 130.
+  const shutdown = () => server.shutdown();
+  Deno.addSignalListener("SIGINT", shutdown);
+  Deno.addSignalListener("SIGTERM", shutdown);
   const { hostname, port } = server.listener.addr;
   console.log(`Server loop running PID: ${Deno.pid}`);
   console.log(`Listening on ${hostname}:${port}`);
@@ -234,13 +436,16 @@ function fail(message: string, code: 1 | 2 = 1): never {
 }
 
 if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
-  await handle();
+  const spawnedAt = Deno.args[1] === undefined
+    ? undefined
+    : Number(Deno.args[1]);
+  await handle(spawnedAt);
 } else if (import.meta.main) {
   // Imported here, not at the top, so that handler processes never load it.
   const { parseArgs } = await import("@std/cli/parse-args");
   const args = parseArgs(Deno.args, {
     string: ["port", "timeout"],
-    boolean: ["help", "serve"],
+    boolean: ["help", "serve", "trace"],
     alias: { h: "help" },
     default: { port: String(SERVER_PORT), timeout: String(TIMEOUT_S) },
     unknown: (arg: string) => fail(`unrecognized arguments: ${arg}`, 2),
@@ -249,7 +454,8 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
     console.log(HELP);
     Deno.exit(0);
   }
-  const port = Number(args.port), timeout = Number(args.timeout);
+  const port = Number(args.port);
+  const timeout = Number(args.timeout);
   if (!/^\d+$/.test(args.port) || port > 65535) {
     fail(`argument --port: invalid port value: '${args.port}'`, 2);
   }
@@ -257,9 +463,13 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
     fail(`argument --timeout: invalid value: '${args.timeout}'`, 2);
   }
   // The Deno to spawn: this very binary if allowed, else `deno` from PATH.
-  const deno = [Deno.execPath(), "deno"].find((command) =>
-    Deno.permissions.querySync({ name: "run", command }).state === "granted"
-  ) ?? fail("handler processes need --allow-run=deno");
+  // querySync() asks the permission state without prompting.
+  const allowed = (command: string) =>
+    Deno.permissions.querySync({ name: "run", command }).state === "granted";
+  let deno: string;
+  if (allowed(Deno.execPath())) deno = Deno.execPath();
+  else if (allowed("deno")) deno = "deno";
+  else fail("handler processes need --allow-run=deno");
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname: SERVER_HOST, port });
@@ -267,6 +477,17 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
     fail(`cannot listen on ${SERVER_HOST}:${port}: ${(e as Error).message}`);
   }
   const log = args.serve ? console.log : undefined; // demo: the book's lines
-  const server = new ForkingServer(listener, deno, timeout * 1000, log);
-  await (args.serve ? serve(server) : main(server));
+  const trace: ((line: string) => void) | undefined = args.trace
+    ? (line) => console.error(`trace: ${line}`)
+    : undefined;
+  const server = new ForkingServer(listener, deno, timeout * 1000, log, trace);
+  if (args.serve) {
+    await serve(server);
+    // Exit now rather than when the event loop drains: while Deno tears the
+    // runtime down it drops the signal listeners, and the second SIGINT of a
+    // Ctrl-C under `deno task` (passed on by the task runner) could then
+    // arrive to find none and kill this process with status 130.
+    Deno.exit(0);
+  }
+  await main(server);
 }

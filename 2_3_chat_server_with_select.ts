@@ -10,32 +10,49 @@
  *
  * Type lines into a client; a line typed into the server stops it, as does
  * Ctrl-C. `nc localhost 8800` cannot chat: its text reads as a frame length.
+ * With the book's script beside it (BOOK_DIR), both sides mix in one room:
+ *
+ *     python3 $BOOK_DIR/2_3_chat_server_with_select.py --name=client3 --port=8800
+ *     python3 $BOOK_DIR/2_3_chat_server_with_select.py --name=server --port=8801
+ *     deno task 2_3 --name=client4 --port=8801 --wire=book
  *
  * From Python to Deno: select's inputs (connections, stdin, clients, Ctrl-C)
  * become async iterables of events merged by `MuxAsyncIterator`, so `run()`
- * keeps the book's loop and branches; as with select, a client is read again
- * once the loop took its last event (all the frames one read brought). The
- * write set becomes a queue and one writer per client. A frame is a 4-byte
- * big-endian length (the book's `struct.pack("L")` took 8 on 64-bit Linux) and
- * UTF-8 JSON, not pickle (which runs any code a peer sends). Connection ids
- * count from 1: Deno has no `fileno()`.
+ * keeps the book's loop and branches; a client's event is one frame, as the
+ * book's `receive()` returns one. The write set becomes a queue and one
+ * writer per client. Connection ids count from 1: Deno has no `fileno()`.
+ *
+ * Two wires, one room: the server learns each connection's frame from the
+ * byte after its first 4 (see `Wire`): the book's (`struct.pack("L")`'s 8
+ * bytes on 64-bit Linux and macOS, 4 on Windows, then `pickle.dumps(args)`) or
+ * this project's (a 4-byte big-endian length, then UTF-8 JSON). The book's
+ * pickle is read by a strict decoder of one byte grammar, a pickled 1-tuple
+ * of one str, never by an unpickler; anything else drops its sender. The
+ * server encodes every frame itself, in each receiver's own wire, so a book
+ * client in this room can never be handed a malicious pickle by another
+ * client: the book's worst hole, closed for the book's own clients.
  *
  * Fixed from the book:
  * - One silent connection froze everyone (its name was read with a blocking
  *   `receive()`): NAME is now its first event, due within 10 seconds.
  * - `receive()` lost data when TCP split a frame; `send()` wrote one in two
  *   parts (Nagle delays). Frames are read whole, written in one buffer.
- * - A frame over 64 KiB or cut short, bytes that are not a JSON array of text,
- *   a first frame other than NAME, or 1 MiB queued for a client that stopped
- *   reading: that client is dropped with a log line.
- * - End of stdin no longer spins the loop; a dropped client is counted out;
- *   the client refuses a line too long to send.
+ * - `pickle.loads` ran whatever code a peer sent. A frame over 64 KiB or cut
+ *   short, a body that is not a JSON array of text or a pickled text, a first
+ *   frame other than NAME, or 1 MiB queued for a client that stopped reading:
+ *   that client is dropped with a log line.
+ * - End of stdin no longer spins the loop: the server stops watching it; a
+ *   client sends what was typed, says it is leaving and exits 0. Stdin is
+ *   read with plain `Deno.stdin.read()` calls, so no line is lost.
+ * - A dropped client is counted out; the client refuses a line too long to
+ *   send. Ctrl-C shuts down once, with its listeners installed before the
+ *   ready line; a connection that reset before accept() only gets a log line.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
 import { concat } from "@std/bytes/concat";
 import { MuxAsyncIterator } from "@std/async/mux-async-iterator";
-import { TextLineStream } from "@std/streams/text-line-stream";
+import { delay } from "@std/async/delay";
 
 const SERVER_HOST = "localhost";
 const CHAT_SERVER_NAME = "server";
@@ -43,31 +60,136 @@ const MAX_FRAME_BYTES = 64 * 1024;
 const MAX_QUEUE_BYTES = 1024 * 1024;
 const NAME_TIMEOUT_MS = 10_000;
 const MAX_NAME_CHARS = 64; // a name is repeated in every message it sends
-const READ_SIZE = 16 * 1024;
+const IDLE_READ_BYTES = 1024; // a silent connection's read buffer
+const STDIN_READ_BYTES = 16 * 1024;
+const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
+const LEAVE_FLUSH_MS = 5_000; // how long a leaving client waits to send the rest
 const FILE = "2_3_chat_server_with_select.ts";
-const USAGE = `usage: ${FILE} [-h] --name NAME --port PORT`;
+const USAGE =
+  `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}]`;
+const HELP = `${USAGE}
+
+Socket Server Example with Select
+
+options:
+  -h, --help          show this help message and exit
+  --name NAME         "server" runs the chat server; any other name joins it
+                      as a client of that name
+  --port PORT         port the server listens on (0 picks a free one), or the
+                      port a client connects to
+  --wire {json,book}  a client's frames: json (default), or book to join the
+                      book's own Python server (the server speaks both)`;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The three frames a connection may speak, told apart by the byte after the
+ * first 4 of its first frame (see `detectWire`):
+ * - "json": this project's frame, a 4-byte big-endian length, then UTF-8 JSON
+ *   (an array of one string);
+ * - "book8": the book's frame on 64-bit Linux and macOS, where
+ *   `struct.pack("L", socket.htonl(n))` makes 8 bytes: the big-endian length,
+ *   then 4 zero bytes; then `pickle.dumps(args)`;
+ * - "book4": the book's frame on Windows, where "L" is 4 bytes: the
+ *   big-endian length, then the pickle.
+ */
+export type Wire = "json" | "book8" | "book4";
+const HEADER_BYTES: Record<Wire, number> = { json: 4, book8: 8, book4: 4 };
 
 /** What a loop waits on: the book's `inputs`, as events. */
 type Event =
   | { source: "server"; conn: Deno.TcpConn }
-  | { source: "stdin"; line: string }
+  | { source: "stdin"; line: string | null } // null: the end of stdin
   | { source: "signal" }
-  | { source: "client"; channel: Channel; data: string[] | null };
+  | { source: "client"; channel: Channel; data: string | null }; // null: gone
 type Mux = AsyncIterable<Event> & { add(it: AsyncIterable<Event>): void };
 
-/** What the book's `send()` wrote, in one buffer: the length, then JSON. */
-export function frame(...args: string[]): Uint8Array {
-  const bytes = encoder.encode(`1234${JSON.stringify(args)}`); // 4 to fill
-  new DataView(bytes.buffer).setUint32(0, bytes.length - 4);
+/** The book's `send()` as bytes: one frame of `wire`, header and body in one buffer. */
+export function encodeFrame(text: string, wire: Wire): Uint8Array {
+  const body = wire === "json"
+    ? encoder.encode(JSON.stringify([text]))
+    : encodeBookPickle(text); // book: pickle.dumps(args)
+  const header = HEADER_BYTES[wire];
+  const bytes = new Uint8Array(header + body.length);
+  // book: struct.pack("L", socket.htonl(len(buffer))). A DataView writes
+  // big-endian by default; book8's other 4 header bytes stay 0.
+  new DataView(bytes.buffer).setUint32(0, body.length);
+  bytes.set(body, header);
   return bytes;
 }
 
-/** The book's `pickle.loads(buf)[0]`, for JSON: the first of the args. */
-function parse(payload: Uint8Array): string {
+/**
+ * The wire of a connection's first frame, from the byte after its first 4
+ * (undefined until 5 bytes have come): 0x00 is the rest of the book's 8-byte
+ * header, 0x80 a pickle's PROTO right after the book's 4-byte header, "[" the
+ * start of our JSON. Anything else is neither.
+ */
+export function detectWire(bytes: Uint8Array): Wire | undefined {
+  if (bytes.length < 5) return undefined;
+  if (bytes[4] === 0x00) return "book8";
+  if (bytes[4] === 0x80) return "book4";
+  if (bytes[4] === 0x5b) return "json"; // "["
+  throw new Error(
+    `a first frame of no known wire (byte 4 is ${hex(bytes[4])})`,
+  );
+}
+
+function hex(byte: number): string {
+  return `0x${byte.toString(16).padStart(2, "0")}`;
+}
+
+/** What `takeFrame` found: a frame and its size, or how many bytes it needs. */
+export type Taken =
+  | { text: string; size: number }
+  | { text: undefined; need: number };
+
+/**
+ * The book's `receive()` as a pure function: the first whole frame at the
+ * start of `bytes`, or how many bytes a whole frame needs. Throws for a bad
+ * frame: a length over `maxFrame`, a book header whose last 4 bytes are not
+ * zero, or a body that is not an array of one text (JSON) or a pickled
+ * 1-tuple of one str (the book's, read by the strict decoder below).
+ */
+export function takeFrame(
+  bytes: Uint8Array,
+  wire: Wire,
+  maxFrame: number,
+): Taken {
+  const header = HEADER_BYTES[wire];
+  if (bytes.length < header) return { text: undefined, need: header };
+  const length = frameLength(bytes, maxFrame)!;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (wire === "book8" && view.getUint32(4) !== 0) {
+    throw new Error("a book header whose last 4 bytes are not zero");
+  }
+  const size = header + length;
+  if (bytes.length < size) return { text: undefined, need: size };
+  const body = bytes.subarray(header, size);
+  return { text: wire === "json" ? parseJson(body) : parsePickle(body), size };
+}
+
+/**
+ * The length in a frame's first 4 bytes, big-endian in every wire (the
+ * book's `socket.ntohl`), or undefined before 4 bytes have come. Throws when
+ * it is over `maxFrame`: that needs no more bytes to know.
+ */
+export function frameLength(
+  bytes: Uint8Array,
+  maxFrame: number,
+): number | undefined {
+  if (bytes.length < 4) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 4);
+  const length = view.getUint32(0);
+  if (length > maxFrame) {
+    throw new Error(`a ${length}-byte frame, over ${maxFrame}`);
+  }
+  return length;
+}
+
+/** The book's `pickle.loads(buf)[0]`, for JSON: the one text of the array. */
+function parseJson(body: Uint8Array): string {
   try {
-    const args = JSON.parse(decoder.decode(payload));
+    const args = JSON.parse(decoder.decode(body));
     if (Array.isArray(args) && typeof args[0] === "string") return args[0];
   } catch {
     // not UTF-8 JSON: the same error as JSON of the wrong shape
@@ -75,50 +197,570 @@ function parse(payload: Uint8Array): string {
   throw new Error("a frame that is not a JSON array of text");
 }
 
-/** A connection: the book's `receive()` and `send()`, for whole frames. */
+/** `pickle.loads(buf)[0]`, for the book's frames, by the strict decoder. */
+function parsePickle(body: Uint8Array): string {
+  try {
+    return decodeBookPickle(body);
+  } catch (error) {
+    throw new Error(
+      `a book frame that is not a pickled text: ${(error as Error).message}`,
+    );
+  }
+}
+
+// The book's chat frame body: a strict reader and an exact writer for
+// `pickle.dumps((text,))`.
+//
+// The book's 2_3 chat server and client send every message as
+// `pickle.dumps(args)`, where `args` is a tuple holding one `str`, and read it
+// back with `pickle.loads(...)[0]`. `pickle.loads` is not a parser: it runs a
+// small stack machine whose opcodes can import any module and call any function
+// (GLOBAL or STACK_GLOBAL names `os.system`, REDUCE calls it). Any client of
+// the book's server can therefore run commands on it and on every other client.
+//
+// This port never unpickles. `decodeBookPickle` accepts one byte grammar,
+// exactly the bytes Python 3 writes for a 1-tuple of one `str` with protocols 2
+// to 5, and throws a `BookPickleError` for anything else, naming the first byte
+// that does not fit. It keeps no memo, builds no objects, and looks nothing up:
+// the only thing it ever produces is a string.
+//
+// The grammar, one opcode per line (`[...]` is optional):
+//
+//   PROTO n                      0x80 n, with n from 2 to 5
+//   [FRAME length]               0x95 + 8-byte length; protocols 4 and 5 only
+//   SHORT_BINUNICODE | BINUNICODE | BINUNICODE8    the text, as UTF-8
+//   [FRAME length]               only if no FRAME came before (see below)
+//   [MEMOIZE | BINPUT i | LONG_BINPUT i]
+//   TUPLE1                       0x85
+//   [MEMOIZE | BINPUT i | LONG_BINPUT i]
+//   STOP                         0x2e "."
+//
+// What Python 3.8+ writes with each protocol (checked with `python3 -c 'import
+// pickle, pickletools; pickletools.dis(pickle.dumps(("hi",), protocol=N))'`):
+//
+//   protocols 2 and 3:  PROTO, BINUNICODE, BINPUT 0, TUPLE1, BINPUT 1, STOP
+//   protocols 4 and 5:  PROTO, FRAME,
+//                       SHORT_BINUNICODE (text under 256 bytes) or BINUNICODE,
+//                       MEMOIZE, TUPLE1, MEMOIZE, STOP
+//   protocols 4 and 5, text of 64 KiB (65,536 bytes) or more:
+//                       PROTO, BINUNICODE, FRAME 4,
+//                       MEMOIZE, TUPLE1, MEMOIZE, STOP
+//
+// The last form is why FRAME may come after the text: since Python 3.7 the
+// pickler writes a large string outside any frame (so it is not copied into the
+// frame buffer) and opens a new frame for the four bytes that follow.
+// BINUNICODE8 is what protocols 4 and 5 use for text over 4 GiB; the reader
+// accepts it, and its length, like every length, is checked against the bytes
+// that are really there before anything is read or allocated.
+
+// The opcodes of the grammar, by their names in Python's `pickletools`.
+const PROTO = 0x80;
+const FRAME = 0x95;
+const SHORT_BINUNICODE = 0x8c;
+const BINUNICODE = 0x58; // "X"
+const BINUNICODE8 = 0x8d;
+const MEMOIZE = 0x94;
+const BINPUT = 0x71; // "q"
+const LONG_BINPUT = 0x72; // "r"
+const TUPLE1 = 0x85;
+const STOP = 0x2e; // "."
+
+// The protocols whose pickles this reader accepts. Protocols 0 and 1 (Python
+// 2's defaults) do not start with PROTO and build the tuple with MARK ...
+// TUPLE; Python 3 never writes them by default, so they are refused rather than
+// given a second grammar.
+const LOWEST_PROTOCOL = 2;
+const HIGHEST_PROTOCOL = 5;
+// FRAME exists from protocol 4 on.
+const FIRST_FRAMED_PROTOCOL = 4;
+// The protocol `encodeBookPickle` writes: Python 3.8+'s
+// `pickle.DEFAULT_PROTOCOL`.
+const DEFAULT_PROTOCOL = 4;
+// Python writes a string of this many UTF-8 bytes or more outside any frame
+// (`_FRAME_SIZE_TARGET` in Lib/pickle.py, `FRAME_SIZE_TARGET` in
+// Modules/_pickle.c).
+const FRAME_SIZE_TARGET = 64 * 1024;
+
+// Every opcode pickle has, so that an error names what it found (`GLOBAL`,
+// `REDUCE`, ...) instead of only a number. Only the ten grammar opcodes above
+// are ever accepted.
+const OPCODE_NAMES: ReadonlyMap<number, string> = new Map([
+  [0x28, "MARK"],
+  [0x2e, "STOP"],
+  [0x30, "POP"],
+  [0x31, "POP_MARK"],
+  [0x32, "DUP"],
+  [0x46, "FLOAT"],
+  [0x49, "INT"],
+  [0x4a, "BININT"],
+  [0x4b, "BININT1"],
+  [0x4c, "LONG"],
+  [0x4d, "BININT2"],
+  [0x4e, "NONE"],
+  [0x50, "PERSID"],
+  [0x51, "BINPERSID"],
+  [0x52, "REDUCE"],
+  [0x53, "STRING"],
+  [0x54, "BINSTRING"],
+  [0x55, "SHORT_BINSTRING"],
+  [0x56, "UNICODE"],
+  [0x58, "BINUNICODE"],
+  [0x61, "APPEND"],
+  [0x62, "BUILD"],
+  [0x63, "GLOBAL"],
+  [0x64, "DICT"],
+  [0x7d, "EMPTY_DICT"],
+  [0x65, "APPENDS"],
+  [0x67, "GET"],
+  [0x68, "BINGET"],
+  [0x69, "INST"],
+  [0x6a, "LONG_BINGET"],
+  [0x6c, "LIST"],
+  [0x5d, "EMPTY_LIST"],
+  [0x6f, "OBJ"],
+  [0x70, "PUT"],
+  [0x71, "BINPUT"],
+  [0x72, "LONG_BINPUT"],
+  [0x73, "SETITEM"],
+  [0x74, "TUPLE"],
+  [0x29, "EMPTY_TUPLE"],
+  [0x75, "SETITEMS"],
+  [0x47, "BINFLOAT"],
+  [0x80, "PROTO"],
+  [0x81, "NEWOBJ"],
+  [0x82, "EXT1"],
+  [0x83, "EXT2"],
+  [0x84, "EXT4"],
+  [0x85, "TUPLE1"],
+  [0x86, "TUPLE2"],
+  [0x87, "TUPLE3"],
+  [0x88, "NEWTRUE"],
+  [0x89, "NEWFALSE"],
+  [0x8a, "LONG1"],
+  [0x8b, "LONG4"],
+  [0x42, "BINBYTES"],
+  [0x43, "SHORT_BINBYTES"],
+  [0x8c, "SHORT_BINUNICODE"],
+  [0x8d, "BINUNICODE8"],
+  [0x8e, "BINBYTES8"],
+  [0x8f, "EMPTY_SET"],
+  [0x90, "ADDITEMS"],
+  [0x91, "FROZENSET"],
+  [0x92, "NEWOBJ_EX"],
+  [0x93, "STACK_GLOBAL"],
+  [0x94, "MEMOIZE"],
+  [0x95, "FRAME"],
+  [0x96, "BYTEARRAY8"],
+  [0x97, "NEXT_BUFFER"],
+  [0x98, "READONLY_BUFFER"],
+]);
+
+/** The error for a payload that is not a pickled 1-tuple of one str. */
+export class BookPickleError extends Error {
+  override name = "BookPickleError";
+}
+
+// "0x63 (GLOBAL)": how an error names an opcode byte.
+function describeOpcode(opcode: number): string {
+  const hex = `0x${opcode.toString(16).padStart(2, "0")}`;
+  return `${hex} (${OPCODE_NAMES.get(opcode) ?? "not a pickle opcode"})`;
+}
+
+// The reader keeps one position in the payload and moves it forward only. Each
+// method reads one piece of the grammar or throws; none of them reads past the
+// end of the payload.
+class StrictPickleReader {
+  #payload: Uint8Array;
+  #view: DataView;
+  #position = 0;
+  #protocol = 0;
+  #frameSeen = false;
+  // How many values the pickle has stored in its memo so far (see MEMOIZE).
+  #memoEntries = 0;
+  // `fatal: true` makes decoding throw on bytes that are not UTF-8, instead of
+  // replacing them with U+FFFD: a frame with broken text is a bad frame, not a
+  // message to relay.
+  #utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+  constructor(payload: Uint8Array) {
+    this.#payload = payload;
+    // A DataView reads multi-byte little-endian numbers at any offset. It must
+    // use the payload's own offset: the payload may be a view into a larger
+    // buffer (a frame cut out of what a socket read).
+    const { buffer, byteOffset, byteLength } = payload;
+    this.#view = new DataView(buffer, byteOffset, byteLength);
+  }
+
+  // How many bytes are left after the current position.
+  #remaining(): number {
+    return this.#payload.length - this.#position;
+  }
+
+  // The opcode at the current position, or undefined at the end of the payload.
+  #peek(): number | undefined {
+    return this.#payload[this.#position];
+  }
+
+  // The error for the byte at the current position, which is not one of
+  // `expected`.
+  #refuse(expected: string): never {
+    const opcode = this.#peek();
+    const at = this.#position;
+    if (opcode === undefined) {
+      throw new BookPickleError(
+        `pickle ends at byte ${at}: expected ${expected}`,
+      );
+    }
+    throw new BookPickleError(
+      `pickle opcode ${describeOpcode(opcode)} at byte ${at} is not allowed: ` +
+        `only a 1-tuple of one str (expected ${expected})`,
+    );
+  }
+
+  // Reads an opcode's fixed-size argument (a length or a memo index),
+  // little-endian as pickle writes all of them. An 8-byte argument is returned
+  // as a bigint, since it may not fit a number.
+  #readArgument(name: string, opcodeAt: number, size: 1 | 4 | 8) {
+    if (this.#remaining() < size) {
+      const end = this.#payload.length;
+      throw new BookPickleError(
+        `pickle ends at byte ${end} inside the ${size}-byte argument ` +
+          `of ${name} at byte ${opcodeAt}`,
+      );
+    }
+    const at = this.#position;
+    this.#position += size;
+    if (size === 1) return this.#view.getUint8(at);
+    if (size === 4) return this.#view.getUint32(at, true);
+    return this.#view.getBigUint64(at, true);
+  }
+
+  // PROTO n: the first two bytes of every pickle of protocol 2 or higher.
+  readProtocol(): void {
+    if (this.#peek() !== PROTO) {
+      this.#refuse(
+        `PROTO (0x80); protocol 0 and 1 pickles have no PROTO and are refused`,
+      );
+    }
+    this.#position += 1;
+    const protocol = Number(this.#readArgument("PROTO", 0, 1));
+    if (protocol < LOWEST_PROTOCOL || protocol > HIGHEST_PROTOCOL) {
+      throw new BookPickleError(
+        `pickle protocol ${protocol} (PROTO at byte 0) is not allowed: ` +
+          `only protocols ${LOWEST_PROTOCOL} to ${HIGHEST_PROTOCOL}`,
+      );
+    }
+    this.#protocol = protocol;
+  }
+
+  // FRAME length: protocols 4 and 5 group opcodes into frames so that an
+  // unpickler can read a whole frame with one call. The frame says nothing
+  // about the value, so the reader skips it, but only where Python puts one: at
+  // most one frame, running exactly to the end of the payload.
+  skipFrameIfPresent(): void {
+    if (this.#peek() !== FRAME) return;
+    const frameAt = this.#position;
+    if (this.#protocol < FIRST_FRAMED_PROTOCOL) {
+      throw new BookPickleError(
+        `pickle FRAME at byte ${frameAt} is not allowed in protocol ` +
+          `${this.#protocol}: frames exist from protocol 4 on`,
+      );
+    }
+    if (this.#frameSeen) {
+      // The first frame runs to the end of the payload, so a second one would
+      // begin inside it.
+      throw new BookPickleError(
+        `pickle FRAME at byte ${frameAt} is not allowed: ` +
+          `it begins inside the frame before it`,
+      );
+    }
+    this.#position += 1;
+    const declared = BigInt(this.#readArgument("FRAME", frameAt, 8));
+    const remaining = this.#remaining();
+    if (declared !== BigInt(remaining)) {
+      throw new BookPickleError(
+        `pickle FRAME at byte ${frameAt} declares ${declared} bytes but ` +
+          `${remaining} bytes follow: it must run exactly to the end`,
+      );
+    }
+    this.#frameSeen = true;
+  }
+
+  // SHORT_BINUNICODE / BINUNICODE / BINUNICODE8: a length (1, 4 or 8 bytes) and
+  // that many bytes of UTF-8. The length is checked against what is left before
+  // a single byte is decoded, so a lying length costs nothing.
+  readText(): string {
+    const opcodeAt = this.#position;
+    const opcode = this.#peek();
+    let lengthSize: 1 | 4 | 8;
+    if (opcode === SHORT_BINUNICODE) lengthSize = 1;
+    else if (opcode === BINUNICODE) lengthSize = 4;
+    else if (opcode === BINUNICODE8) lengthSize = 8;
+    else {
+      return this.#refuse(
+        "SHORT_BINUNICODE (0x8c), BINUNICODE (0x58) or BINUNICODE8 (0x8d)",
+      );
+    }
+    const name = OPCODE_NAMES.get(opcode)!;
+    this.#position += 1;
+    const declared = this.#readArgument(name, opcodeAt, lengthSize);
+    const remaining = this.#remaining();
+    if (BigInt(declared) > BigInt(remaining)) {
+      throw new BookPickleError(
+        `pickle ${name} at byte ${opcodeAt} declares ${declared} bytes ` +
+          `of text but only ${remaining} bytes follow`,
+      );
+    }
+    const length = Number(declared);
+    // `subarray` is a view into the payload, not a copy: the only allocation is
+    // the string.
+    const start = this.#position;
+    const bytes = this.#payload.subarray(start, start + length);
+    let text: string;
+    try {
+      text = this.#utf8.decode(bytes);
+    } catch {
+      throw new BookPickleError(
+        `pickle ${name} at byte ${opcodeAt} holds ${length} bytes ` +
+          `that are not valid UTF-8`,
+      );
+    }
+    this.#position += length;
+    return text;
+  }
+
+  // MEMOIZE / BINPUT i / LONG_BINPUT i: "remember the value on top of the
+  // stack as memo entry i", so that a later BINGET can refer to it. Python
+  // writes one after each value it builds: entry 0 is the str, entry 1 the
+  // tuple (MEMOIZE takes the next number itself). This reader keeps no memo and
+  // refuses every opcode that reads one, but it checks that an explicit index
+  // is that next number: a pickler never writes another, and Python's own
+  // unpickler would grow its memo to a huge index before failing. Anything
+  // that is not a memo opcode is left where it is, for the next step to judge.
+  skipMemoIfPresent(): void {
+    const opcodeAt = this.#position;
+    const opcode = this.#peek();
+    let index: number;
+    if (opcode === MEMOIZE) {
+      this.#position += 1;
+      index = this.#memoEntries;
+    } else if (opcode === BINPUT) {
+      this.#position += 1;
+      index = Number(this.#readArgument("BINPUT", opcodeAt, 1));
+    } else if (opcode === LONG_BINPUT) {
+      this.#position += 1;
+      index = Number(this.#readArgument("LONG_BINPUT", opcodeAt, 4));
+    } else {
+      return;
+    }
+    if (index !== this.#memoEntries) {
+      throw new BookPickleError(
+        `pickle ${OPCODE_NAMES.get(opcode)} at byte ${opcodeAt} stores memo ` +
+          `entry ${index}: Python writes entry ${this.#memoEntries} here`,
+      );
+    }
+    this.#memoEntries += 1;
+  }
+
+  // One exact opcode with no argument (TUPLE1, STOP).
+  expectOpcode(opcode: number, expected: string): void {
+    if (this.#peek() !== opcode) this.#refuse(expected);
+    this.#position += 1;
+  }
+
+  // STOP ends the pickle; anything after it would be a second message smuggled
+  // into one frame.
+  expectEnd(): void {
+    const after = this.#remaining();
+    if (after !== 0) {
+      throw new BookPickleError(
+        `pickle has ${after} bytes after STOP at byte ${this.#position - 1}: ` +
+          `nothing may follow`,
+      );
+    }
+  }
+}
+
+/**
+ * Reads the text out of a book frame's body, `pickle.dumps((text,))` for
+ * protocols 2 to 5, and throws a `BookPickleError` for any other bytes. Nothing
+ * in the payload is ever run or looked up.
+ */
+export function decodeBookPickle(payload: Uint8Array): string {
+  const reader = new StrictPickleReader(payload);
+  reader.readProtocol();
+  // Protocols 4 and 5 frame everything after PROTO ...
+  reader.skipFrameIfPresent();
+  // book: pickle.loads(...)[0], the str the tuple holds.
+  const text = reader.readText();
+  // ... or, after a text of 64 KiB or more, everything after the text.
+  reader.skipFrameIfPresent();
+  reader.skipMemoIfPresent();
+  reader.expectOpcode(TUPLE1, "MEMOIZE, BINPUT, LONG_BINPUT or TUPLE1 (0x85)");
+  reader.skipMemoIfPresent();
+  reader.expectOpcode(STOP, "MEMOIZE, BINPUT, LONG_BINPUT or STOP (0x2e)");
+  reader.expectEnd();
+  return text;
+}
+
+/**
+ * Writes `text` as a book frame's body: exactly the bytes Python 3.8+ writes
+ * for `pickle.dumps((text,))` with its default protocol, 4. A lone surrogate in
+ * `text` (JSON can carry one, as "\ud800"; UTF-8 cannot) is written as U+FFFD,
+ * as Deno's TextEncoder writes it everywhere.
+ */
+export function encodeBookPickle(text: string): Uint8Array {
+  const utf8 = new TextEncoder().encode(text);
+  const n = utf8.length;
+  // After the text, Python writes MEMOIZE (remember the str), TUPLE1 (make the
+  // 1-tuple), MEMOIZE (remember the tuple), STOP.
+  const tail = [MEMOIZE, TUPLE1, MEMOIZE, STOP];
+
+  // The text's opcode: SHORT_BINUNICODE with a 1-byte length below 256 bytes,
+  // else BINUNICODE with a 4-byte length. (BINUNICODE8 is for text over 4 GiB,
+  // which no JavaScript string reaches: V8 limits a string to about 2^29 UTF-16
+  // units, at most 1.5 GiB of UTF-8.)
+  const textHeader = n < 256
+    ? [SHORT_BINUNICODE, n]
+    : [BINUNICODE, ...littleEndian(n, 4)];
+
+  const parts: (number[] | Uint8Array)[] = [[PROTO, DEFAULT_PROTOCOL]];
+  if (n < FRAME_SIZE_TARGET) {
+    // One frame holding everything after PROTO.
+    const frameLength = textHeader.length + n + tail.length;
+    parts.push(
+      [FRAME, ...littleEndian(frameLength, 8)],
+      textHeader,
+      utf8,
+      tail,
+    );
+  } else {
+    // A large text goes outside any frame; a new frame holds the four bytes
+    // after it.
+    parts.push(
+      textHeader,
+      utf8,
+      [FRAME, ...littleEndian(tail.length, 8)],
+      tail,
+    );
+  }
+
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+// `value` as `size` little-endian bytes (pickle writes every length this way).
+// Division rather than bit shifts, because JavaScript's shifts work on 32 bits
+// and a FRAME length has 64.
+function littleEndian(value: number, size: 4 | 8): number[] {
+  const bytes: number[] = [];
+  for (let i = 0; i < size; i++) {
+    bytes.push(value % 256);
+    value = Math.floor(value / 256);
+  }
+  return bytes;
+}
+
+/**
+ * A connection: the book's `receive()` and `send()`, for whole frames of
+ * its wire. It reads into a 1 KiB buffer while idle, since a pending
+ * `conn.read(buffer)` holds that buffer for as long as the peer is silent;
+ * a frame longer than that gets a buffer of its size, which is given back
+ * once every frame in it is taken.
+ */
 export class Channel {
   dropReason?: string; // why it was closed; undefined while open
   maxFrame = MAX_FRAME_BYTES;
-  #chunk = new Uint8Array(READ_SIZE);
-  #buf = new Uint8Array(0); // the start of a frame still coming
-  #frames: string[] = []; // whole, not yet taken
+  #idle = new Uint8Array(IDLE_READ_BYTES);
+  #buffer = this.#idle; // holds the bytes read but not yet taken ...
+  #start = 0; // ... from here
+  #end = 0; // to here
   #queue: Uint8Array[] = [];
   #queued = 0; // bytes queued or being written: a writer runs while > 0
+  #writer?: Promise<void>; // the writer running now, if any
+  #deadline?: ReturnType<typeof setTimeout>;
 
-  constructor(readonly conn: Deno.TcpConn, readonly id = 0) {
+  /** `wire`: the frames it speaks, or undefined to learn from the first one. */
+  constructor(
+    readonly conn: Deno.TcpConn,
+    readonly id = 0,
+    public wire?: Wire,
+  ) {
+    // Each accepted connection is its own socket, so Nagle's delay is turned
+    // off per connection: a frame goes out at once, as one write.
     conn.setNoDelay(true);
   }
 
-  /** Up to `max` of the frames one read made whole; null at EOF. */
-  async receive(max = Infinity): Promise<string[] | null> {
-    while (this.#frames.length === 0) {
-      const n = await this.conn.read(this.#chunk);
-      if (n === null && this.#buf.length === 0) return null;
+  /** The book's `receive()`: the next whole frame's text; null at the end. */
+  async receive(): Promise<string | null> {
+    while (true) {
+      const text = this.#take();
+      if (text !== undefined) return text;
+      const n = await this.conn.read(this.#buffer.subarray(this.#end));
+      if (n === null && this.#end === this.#start) return null;
       if (n === null) throw new Error("hung up mid-frame");
-      let buf = concat([this.#buf, this.#chunk.subarray(0, n)]);
-      for (let size = 0; buf.length >= 4; buf = buf.subarray(4 + size)) {
-        size = new DataView(buf.buffer, buf.byteOffset).getUint32(0);
-        if (size > this.maxFrame) {
-          throw new Error(`a ${size}-byte frame, over ${this.maxFrame}`);
-        }
-        if (buf.length < 4 + size) break;
-        this.#frames.push(parse(buf.subarray(4, 4 + size)));
-      }
-      this.#buf = buf;
+      this.#end += n;
     }
-    return this.#frames.splice(0, max);
   }
 
-  /** An event for each read's frames, then one with null; never throws. */
+  /** A whole frame from the buffer, or undefined after making room for one. */
+  #take(): string | undefined {
+    const bytes = this.#buffer.subarray(this.#start, this.#end);
+    if (this.wire === undefined) frameLength(bytes, this.maxFrame); // too long?
+    this.wire ??= detectWire(bytes);
+    const taken: Taken = this.wire === undefined
+      ? { text: undefined, need: 5 }
+      : takeFrame(bytes, this.wire, this.maxFrame);
+    if (taken.text === undefined) {
+      this.#makeRoom(taken.need);
+      return undefined;
+    }
+    this.#start += taken.size;
+    if (this.#start === this.#end) {
+      // Every byte read is taken: start over, in the small buffer.
+      this.#start = this.#end = 0;
+      this.#buffer = this.#idle;
+    }
+    return taken.text;
+  }
+
+  /** Room after the buffered bytes for a frame of `need` bytes in all. */
+  #makeRoom(need: number): void {
+    if (this.#start + need <= this.#buffer.length) return; // it fits already
+    const buffered = this.#buffer.subarray(this.#start, this.#end);
+    if (need > this.#buffer.length) {
+      const grown = new Uint8Array(need); // a long frame's own buffer
+      grown.set(buffered);
+      this.#buffer = grown;
+    } else {
+      this.#buffer.copyWithin(0, this.#start, this.#end); // to the front
+    }
+    this.#end -= this.#start;
+    this.#start = 0;
+  }
+
+  /** One event per frame, then one with null; never throws. */
   async *events(): AsyncGenerator<Event> {
     try {
-      for (let data; (data = await this.receive()) !== null;) {
+      while (true) {
+        const data = await this.receive();
+        if (data === null) break;
         yield { source: "client", channel: this, data };
       }
     } catch (error) {
       this.close((error as Error).message); // unless closed already
     }
     yield { source: "client", channel: this, data: null };
+  }
+
+  /** The book's `send(channel, text)`, in this connection's wire. */
+  sendText(text: string): void {
+    this.send(encodeFrame(text, this.wire ?? "json"));
   }
 
   /** Queues a frame; past MAX_QUEUE_BYTES waiting, the peer is dropped. */
@@ -128,17 +770,45 @@ export class Channel {
     this.#queued += bytes.length;
     if (this.#queued > MAX_QUEUE_BYTES) {
       this.close("stopped reading: over 1 MiB queued");
-    } else if (this.#queued === bytes.length) this.#flush(); // no writer yet
+    } else if (this.#queued === bytes.length) {
+      this.#writer = this.#flush(); // no writer yet
+    }
   }
 
-  /** The one writer: all that is queued goes out in one write per turn. */
+  /** Resolves once everything queued so far is written (or the write failed). */
+  async drained(): Promise<void> {
+    await this.#writer;
+  }
+
+  /**
+   * Closes it with `reason` unless `clearDeadline()` comes first. The timer
+   * holds this Channel (and its buffers) until it fires or is cleared, so
+   * both the NAME frame and `close()` clear it: a connection that ended is
+   * free to be collected at once, not 10 seconds later.
+   */
+  setDeadline(ms: number, reason: string): void {
+    this.clearDeadline();
+    this.#deadline = setTimeout(() => this.close(reason), ms);
+  }
+
+  clearDeadline(): void {
+    clearTimeout(this.#deadline);
+    this.#deadline = undefined;
+  }
+
+  /**
+   * The one writer: all that is queued goes out in one write per turn.
+   * `conn.write` may take only part of a buffer, so it loops on the rest.
+   */
   async #flush(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
         const queue = this.#queue.splice(0);
         const chunk = queue.length === 1 ? queue[0] : concat(queue);
-        for (let rest = chunk; rest.length > 0;) {
-          rest = rest.subarray(await this.conn.write(rest));
+        let rest = chunk;
+        while (rest.length > 0) {
+          const written = await this.conn.write(rest);
+          rest = rest.subarray(written);
         }
         this.#queued -= chunk.length;
       }
@@ -151,7 +821,17 @@ export class Channel {
   close(reason = "closed"): void {
     if (this.dropReason !== undefined) return;
     this.dropReason = reason;
-    this.conn.close();
+    this.clearDeadline();
+    closeQuietly(this.conn);
+  }
+}
+
+/** Closes a connection, ignoring "already closed". */
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BadResource)) throw error;
   }
 }
 
@@ -162,33 +842,82 @@ function select(...inputs: AsyncIterable<Event>[]): Mux {
   return mux;
 }
 
+/** Out of descriptors or memory: the only accept() failures a pause helps. */
+function isOutOfResources(error: Error): boolean {
+  return /os error (12|23|24|105)\b/.test(error.message);
+}
+
+/** The listening socket's events: one per accepted connection. */
 async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
   while (true) {
+    let conn: Deno.TcpConn;
     try {
-      yield { source: "server", conn: await listener.accept() };
+      conn = await listener.accept();
     } catch (error) {
-      if (error instanceof Deno.errors.BadResource) return; // listener closed
-      console.error(`accept failed: ${error}`); // e.g. reset before accept
-      // Out of file descriptors, accept fails again at once: pause, not spin.
-      await new Promise((resume) => setTimeout(resume, 100));
+      // shutdown() closed the listener: the book's server.close().
+      if (error instanceof Deno.errors.BadResource) return;
+      if (isOutOfResources(error as Error)) {
+        // Out of descriptors, accept() fails again at once: pause, not spin,
+        // since a descriptor may free up meanwhile.
+        console.error(`accept failed: ${error}; pausing ${ACCEPT_PAUSE_MS} ms`);
+        await delay(ACCEPT_PAUSE_MS);
+      } else {
+        // One connection failed on its own (say it reset while queued,
+        // NotConnected): waiting would help nobody, so accept the next now.
+        console.error(`accept failed: ${error}`);
+      }
+      continue;
     }
+    yield { source: "server", conn };
   }
 }
 
-/** Lines typed; at the end of stdin, no more (the book's loop spun). */
+/**
+ * Lines typed, then one `line: null` event at the end of stdin. A plain
+ * `Deno.stdin.read()` loop into our own buffer: every byte read is ours, so
+ * no line can be lost (`Deno.stdin.readable` through `TextLineStream` can
+ * lose the first one, denoland/deno#35601). A last line without a newline
+ * still counts as a line. The book's loop spun at the end of stdin, as
+ * `select` kept saying it was readable.
+ */
 async function* stdinLines(): AsyncGenerator<Event> {
-  const lines: ReadableStream<string> = Deno.stdin.readable
-    .pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
-  for await (const line of lines) yield { source: "stdin", line };
+  const chunk = new Uint8Array(STDIN_READ_BYTES);
+  const text = new TextDecoder(); // stream: true keeps a character cut in two
+  let pending = "";
+  while (true) {
+    const n = await Deno.stdin.read(chunk);
+    if (n === null) break;
+    pending += text.decode(chunk.subarray(0, n), { stream: true });
+    for (
+      let end = pending.indexOf("\n");
+      end >= 0;
+      end = pending.indexOf("\n")
+    ) {
+      yield { source: "stdin", line: pending.slice(0, end) };
+      pending = pending.slice(end + 1);
+    }
+  }
+  pending += text.decode();
+  if (pending !== "") yield { source: "stdin", line: pending };
+  yield { source: "stdin", line: null };
 }
 
-/** Ctrl-C, or SIGTERM where there is one: the book's signal handler. */
-async function* interrupts(): AsyncGenerator<Event> {
-  await new Promise<void>((resolve) => {
-    Deno.addSignalListener("SIGINT", resolve);
-    if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", resolve);
-  });
-  yield { source: "signal" };
+/**
+ * Ctrl-C, or SIGTERM where there is one: the book's signal handler. The
+ * listeners are added when this is called (before the ready line, so a
+ * Ctrl-C right after it gets the shutdown) and stay until the process
+ * exits: a second signal, such as the one a terminal's Ctrl-C delivers to
+ * `deno task` and passes on again, finds a listener that does nothing more,
+ * instead of Deno's default exit with 130. One event, however many signals.
+ */
+function interrupts(): AsyncIterable<Event> {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  Deno.addSignalListener("SIGINT", resolve);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", resolve);
+  return (async function* () {
+    await promise;
+    yield { source: "signal" } as const;
+  })();
 }
 
 /** An example chat server: one loop over whatever is ready, as with select. */
@@ -196,6 +925,7 @@ export class ChatServer {
   clients = 0;
   clientmap = new Map<Channel, string>(); // each connection: name@ip, or ""
   readonly server: Deno.TcpListener;
+  #shuttingDown = false;
 
   constructor(port: number) {
     try {
@@ -208,40 +938,65 @@ export class ChatServer {
     console.log(`Server listening to port: ${this.server.addr.port} ...`);
   }
 
-  async run(): Promise<never> {
-    const inputs = select(accepts(this.server), stdinLines(), interrupts());
+  /**
+   * The book's loop, over the listening socket, every client and `inputs`
+   * (the command line passes stdin and the signals). Returns after
+   * `shutdown()`, once the loop has stopped.
+   */
+  async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    const ready = select(accepts(this.server), ...inputs);
     let lastId = 0;
-    for await (const event of inputs) {
+    for await (const event of ready) {
       if (event.source === "server") {
-        // The server socket: a connection, whose NAME comes as an event.
+        // book: if sock == self.server: a connection, whose NAME comes as an event.
         const channel = new Channel(event.conn, ++lastId);
         const { hostname, port } = event.conn.remoteAddr;
         const from = `('${hostname}', ${port})`;
         console.log(`Chat server: got connection ${channel.id} from ${from}`);
         this.clientmap.set(channel, "");
-        inputs.add(channel.events());
-        setTimeout(() => {
-          if (this.clientmap.get(channel) !== "") return; // named, or gone
-          channel.close(`sent no name within ${NAME_TIMEOUT_MS / 1000} s`);
-        }, NAME_TIMEOUT_MS);
+        ready.add(channel.events());
+        const seconds = NAME_TIMEOUT_MS / 1000;
+        channel.setDeadline(
+          NAME_TIMEOUT_MS,
+          `sent no name within ${seconds} s`,
+        );
       } else if (event.source === "stdin") {
-        break; // Standard input: a line stops the server.
+        // book: elif sock == sys.stdin: a line stops the server; the end of
+        // stdin (a server run without a terminal) only stops watching it.
+        if (event.line === null) continue;
+        this.shutdown();
+        break;
       } else if (event.source === "signal") {
+        // book: sighandler()
         console.log("Shutting down server...");
+        this.shutdown();
         break;
       } else {
-        this.#receive(event.channel, event.data); // All other sockets
+        this.#receive(event.channel, event.data); // book: all other sockets
       }
     }
-    this.server.close();
-    for (const channel of this.clientmap.keys()) channel.close();
-    Deno.exit(0); // a pending stdin read would keep the process alive
   }
 
-  /** NAME, then messages (to all but their sender, in one buffer); or null. */
-  #receive(channel: Channel, batch: string[] | null): void {
-    let name = this.clientmap.get(channel);
-    if (batch === null) {
+  /**
+   * Closes the listening socket and every connection, once: a second call
+   * (a second Ctrl-C) does nothing and prints nothing.
+   */
+  shutdown(): void {
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
+    this.server.close();
+    for (const channel of this.clientmap.keys()) {
+      channel.close("closed by server shutdown");
+    }
+  }
+
+  /**
+   * book: data = receive(sock): a frame from a client (its NAME first,
+   * then messages, relayed to all but their sender), or null once it is gone.
+   */
+  #receive(channel: Channel, data: string | null): void {
+    const name = this.clientmap.get(channel);
+    if (data === null) {
       const why = channel.dropReason;
       channel.close();
       this.clientmap.delete(channel);
@@ -249,31 +1004,42 @@ export class ChatServer {
       console.log(`Chat server: ${channel.id} ${how}`);
       if (!name) return;
       this.clients -= 1;
-      return this.#broadcast(frame(`\n(Now hung up: Client from ${name})`));
+      return this.#broadcast(`\n(Now hung up: Client from ${name})`);
     }
     if (channel.dropReason !== undefined) return; // its end is on its way
-    if (!name) {
-      const data = batch.shift()!;
-      if (!data.startsWith("NAME: ")) return channel.close("no NAME: first");
-      if (data.length > 6 + MAX_NAME_CHARS) {
-        return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
-      }
-      const host = channel.conn.remoteAddr.hostname;
-      name = `${data.slice("NAME: ".length)}@${host}`;
-      this.clients += 1;
-      channel.send(frame(`CLIENT: ${host}`));
-      const joined = `(Connected: New client (${this.clients}) from ${name})`;
-      this.#broadcast(frame(`\n${joined}`));
-      this.clientmap.set(channel, name);
+    if (name) {
+      // book: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
+      return this.#broadcast(`\n#[${name}]>>${data}`, channel);
     }
-    const messages = batch.map((data) => frame(`\n#[${name}]>>${data}`));
-    if (messages.length > 0) this.#broadcast(concat(messages), channel);
+    // The book read the name in its accept branch, blocking everyone: here
+    // it is the connection's first frame, whenever it comes.
+    if (!data.startsWith("NAME: ")) return channel.close("no NAME: first");
+    if (data.length > 6 + MAX_NAME_CHARS) {
+      return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+    }
+    channel.clearDeadline();
+    const host = channel.conn.remoteAddr.hostname;
+    const named = `${data.slice("NAME: ".length)}@${host}`;
+    this.clients += 1;
+    channel.sendText(`CLIENT: ${host}`);
+    this.#broadcast(
+      `\n(Connected: New client (${this.clients}) from ${named})`,
+    );
+    this.clientmap.set(channel, named);
   }
 
-  /** Frames, encoded once, queued for every named client but `except`. */
-  #broadcast(bytes: Uint8Array, except?: Channel): void {
+  /**
+   * Sends `text` to every named client but `except`. The server encodes
+   * every frame itself, once per wire, in each receiver's own wire: what a
+   * client sent is never passed on as its bytes, so a book client can never
+   * be handed another client's pickle.
+   */
+  #broadcast(text: string, except?: Channel): void {
+    const frames: Partial<Record<Wire, Uint8Array>> = {};
     for (const [output, name] of this.clientmap) {
-      if (name && output !== except) output.send(bytes);
+      if (!name || output === except) continue;
+      const wire = output.wire!; // known: it sent its NAME
+      output.send(frames[wire] ??= encodeFrame(text, wire));
     }
   }
 }
@@ -283,14 +1049,18 @@ export class ChatClient {
   constructor(readonly channel: Channel, readonly prompt: string) {}
 
   /** The book's constructor: connect, send the name, learn our address. */
-  static async connect(name: string, port: number): Promise<ChatClient> {
+  static async connect(
+    name: string,
+    port: number,
+    wire: Wire = "json",
+  ): Promise<ChatClient> {
     try {
       const conn = await Deno.connect({ hostname: SERVER_HOST, port });
       console.log(`Now connected to chat server@ port ${port}`);
-      const channel = new Channel(conn);
+      const channel = new Channel(conn, 0, wire);
       channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
-      channel.send(frame(`NAME: ${name}`));
-      const [data] = (await channel.receive(1)) ?? [];
+      channel.sendText(`NAME: ${name}`);
+      const data = await channel.receive();
       if (!data?.startsWith("CLIENT: ")) throw new Error("no CLIENT: reply");
       const address = data.slice("CLIENT: ".length);
       return new ChatClient(channel, `[${name}@${address}]> `);
@@ -300,21 +1070,35 @@ export class ChatClient {
     }
   }
 
-  async run(): Promise<never> {
-    const inputs = select(stdinLines(), this.channel.events(), interrupts());
+  /** The book's client loop: returns when the client is done. */
+  async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    const ready = select(this.channel.events(), ...inputs);
     const prompt = encoder.encode(this.prompt); // no newline: no console.log
     Deno.stdout.writeSync(prompt);
-    for await (const event of inputs) {
+    for await (const event of ready) {
       if (event.source === "stdin") {
-        const bytes = frame(event.line.trim());
-        if (bytes.length > 4 + MAX_FRAME_BYTES) {
+        // book: if sock == 0:
+        if (event.line === null) {
+          // The end of stdin (Ctrl-D, or the end of a pipe): what was typed
+          // is queued already; send it, then leave. The book went on
+          // reading the socket while nothing typed could be sent any more.
+          console.log(" Client leaving: end of input. ");
+          await this.leave();
+          return;
+        }
+        const line = event.line.trim();
+        const wire = this.channel.wire!;
+        const bytes = encodeFrame(line, wire);
+        if (bytes.length > HEADER_BYTES[wire] + MAX_FRAME_BYTES) {
           console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
-        } else if (event.line.trim()) this.channel.send(bytes);
+        } else if (line) this.channel.send(bytes);
       } else if (event.source === "signal") {
+        // book: except KeyboardInterrupt:
         console.log(" Client interrupted. ");
         break;
       } else if (event.source === "client" && event.data !== null) {
-        console.log(event.data.join(`\n${this.prompt}`)); // a prompt each
+        // book: elif sock == self.sock:
+        console.log(event.data);
       } else {
         console.log("Client shutting down.");
         break;
@@ -322,31 +1106,66 @@ export class ChatClient {
       Deno.stdout.writeSync(prompt);
     }
     this.channel.close();
-    Deno.exit(0);
+  }
+
+  /** Sends what is queued (for at most LEAVE_FLUSH_MS), then closes. */
+  async leave(): Promise<void> {
+    const timeout = new AbortController();
+    await Promise.race([
+      this.channel.drained(),
+      delay(LEAVE_FLUSH_MS, { signal: timeout.signal }).catch(() => {}),
+    ]);
+    timeout.abort();
+    this.channel.close();
   }
 }
 
-/** argparse: the help, or the usage and a one-line error on stderr, exit 2. */
-function usage(error?: string): never {
-  if (error) console.error(`${USAGE}\n${FILE}: error: ${error}`);
-  else console.log(`${USAGE}\n\nSocket Server Example with Select`);
-  Deno.exit(error ? 2 : 0);
+/** argparse: usage and `FILE: error: message` on stderr, exit 2. */
+function argumentError(message: string): never {
+  console.error(`${USAGE}\n${FILE}: error: ${message}`);
+  Deno.exit(2);
 }
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["name", "port"],
+    string: ["name", "port", "wire"],
     boolean: ["help"],
     alias: { h: "help" },
-    unknown: (arg: string) => usage(`unrecognized arguments: ${arg}`),
+    unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
   });
   const missing = ["name", "port"].filter((f) => !(f in args)).join(", --");
   const port = Number(args.port);
-  if (args.help) usage();
-  if (missing) usage(`the following arguments are required: --${missing}`);
-  if (!/^\d+$/.test(args.port) || port > 65535) {
-    usage(`argument --port: invalid port value: '${args.port}'`);
+  if (args.help) {
+    console.log(HELP);
+    Deno.exit(0);
   }
-  if (args.name === CHAT_SERVER_NAME) await new ChatServer(port).run();
-  else await (await ChatClient.connect(args.name, port)).run();
+  if (missing) {
+    argumentError(`the following arguments are required: --${missing}`);
+  }
+  if (!/^\d+$/.test(args.port) || port > 65535) {
+    argumentError(`argument --port: invalid port value: '${args.port}'`);
+  }
+  const wires: Record<string, Wire> = {
+    json: "json",
+    // The book's frame header is what struct.pack("L") makes on this system.
+    book: Deno.build.os === "windows" ? "book4" : "book8",
+  };
+  const choice = args.wire ?? "json";
+  const wire = Object.hasOwn(wires, choice) ? wires[choice] : undefined;
+  if (wire === undefined) {
+    argumentError(
+      `argument --wire: invalid choice: '${args.wire}' (choose from 'json', 'book')`,
+    );
+  }
+  // Signal listeners first: a Ctrl-C right after the ready line is ours.
+  const signals = interrupts();
+  if (args.name === CHAT_SERVER_NAME) {
+    await new ChatServer(port).run(stdinLines(), signals);
+  } else {
+    await (await ChatClient.connect(args.name, port, wire)).run(
+      stdinLines(),
+      signals,
+    );
+  }
+  Deno.exit(0); // a pending stdin read would keep the process alive
 }

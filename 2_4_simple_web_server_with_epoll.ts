@@ -11,6 +11,10 @@
  *     printf 'GET / HTTP/1.0\r\n\r\n' | nc -N localhost 8800
  *     telnet localhost 8800
  *
+ * `localhost` is 127.0.0.1 only, as in the book; for IPv6 listen on ::1
+ * (`deno task 2_4 --port=8800 --host=::1`, then `curl -6 'http://[::1]:8800/'`).
+ * Any other host needs `--allow-net` for it; the error names the command.
+ *
  * From Python to Deno: the book's `epoll.poll()` loop moves each connection
  * through three branches: EPOLLIN (append to `requests[fileno]` until the
  * head ends), EPOLLOUT (send the rest of `responses[fileno]`, shut down) and
@@ -30,24 +34,35 @@
  * server closes after it (wrk, for one, would reuse the connection). Only the
  * head is printed, control characters escaped.
  *
+ * Not in the book: the `deadlines` map (for the slowloris close), the 431
+ * and its drain, `--host`, `--header-timeout`, `--trace` (each step of the
+ * loop on stderr) and the shutdown on SIGINT and SIGTERM.
+ *
  * Speed: printed lines go out in one write every 10 ms, one timer checks all
  * deadlines, read buffers are reused. A write, a timer and a buffer per
- * request cost about 30%, 8% and 5% of the throughput.
+ * request cost about 30%, 8% and 5% of the throughput (measured with wrk).
  */
 
 import { parseArgs } from "@std/cli/parse-args";
 import { concat } from "@std/bytes/concat";
 
-const SERVER_HOST = "localhost";
+const SERVER_HOST = "localhost"; // book: SERVER_HOST
 const HEAD_TIMEOUT = 10; // seconds
 const MAX_REQUEST_BYTES = 8 * 1024;
 const RECV_SIZE = 1024; // the book's recv(1024)
-const spareChunks: Uint8Array[] = []; // read buffers to reuse, up to:
+// Read buffers to reuse. A pending `conn.read(chunk)` holds its `chunk` until
+// bytes arrive (Deno's runtime writes into it then), so a chunk goes back here
+// only once its read has returned; at most this many wait here:
+const spareChunks: Uint8Array[] = [];
 const MAX_SPARE_CHUNKS = 1024;
+const ACCEPT_PAUSE_MS = 100; // out of descriptors: wait before accepting again
 const NOTHING = new Uint8Array(0);
-const LF = 0x0a, CR = 0x0d; // a head ends at EOL1 "\n\n" or EOL2 "\n\r\n"
+// book: EOL1 = b'\n\n', EOL2 = b'\n\r\n' (a head ends at either)
+const LF = 0x0a;
+const CR = 0x0d;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder(); // replaces invalid UTF-8 with U+FFFD
+// book: SERVER_RESPONSE, plus `Connection: close` (see the header)
 const SERVER_RESPONSE = encoder.encode(
   "HTTP/1.1 200 OK\r\nDate: Mon, 1 Apr 2013 01:01:01 GMT\r\n" +
     "Content-Type: text/plain\r\nContent-Length: 25\r\nConnection: close\r\n" +
@@ -58,8 +73,8 @@ const TOO_LARGE_RESPONSE = encoder.encode(
     "Content-Length: 0\r\nConnection: close\r\n\r\n",
 );
 const FILE = "2_4_simple_web_server_with_epoll.ts";
-const USAGE =
-  `usage: ${FILE} [-h] --port PORT [--host HOST] [--header-timeout SECONDS]`;
+const USAGE = `usage: ${FILE} [-h] --port PORT [--host HOST] ` +
+  "[--header-timeout SECONDS] [--trace]";
 const HELP = `${USAGE}
 
 Socket Server Example with Epoll, ported to Deno
@@ -68,39 +83,92 @@ options:
   -h, --help                show this help message and exit
   --port PORT               port to listen on (0 picks a free port)
   --host HOST               address to listen on (default: ${SERVER_HOST})
-  --header-timeout SECONDS  time allowed for a request head (default: ${HEAD_TIMEOUT})`;
+  --header-timeout SECONDS  time allowed for a request head (default: ${HEAD_TIMEOUT})
+  --trace                   print each step of each connection on stderr`;
 
 /** The book's epoll events, as the states one connection goes through. */
 type EpollEvent = "EPOLLIN" | "EPOLLOUT" | "EPOLLHUP";
 
+/** What `print()` collected in the last 10 ms, not yet written. */
 let printed = "";
-/** Python's print(), batched: what 10 ms print goes out in one write. */
+
+/**
+ * Python's print(), batched: the first line starts a 10 ms timer, and the
+ * timer writes all lines printed by then in one write to stdout. (A write
+ * per line cost about 30% of the throughput: the book prints every head.)
+ * The pending timer also keeps the process alive until the lines are out.
+ */
 function print(text: string): void {
   if (printed === "") setTimeout(flushPrinted, 10);
   printed += text + "\n";
 }
+
 function flushPrinted(): void {
   let bytes = encoder.encode(printed);
   printed = "";
-  while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
+  // `writeSync` returns how many bytes it wrote, which may be fewer than all
+  // (a pipe that is full): write the rest until none is left.
+  while (bytes.length > 0) {
+    const written = Deno.stdout.writeSync(bytes);
+    bytes = bytes.subarray(written);
+  }
 }
 
-/** Just past EOL1 or EOL2 if the head has ended, else -1. */
-function headEnd(request: Uint8Array, from: number): number {
+/**
+ * Where the request head ends: just past the first EOL1 ("\n\n") or EOL2
+ * ("\n\r\n") in `request`, or -1 if neither is there yet. The book asks
+ * `EOL1 in requests[fileno] or EOL2 in requests[fileno]`; this also says
+ * where, so the head is printed without what followed it. The search starts
+ * at `from`: a head that came in pieces is not searched again from its start
+ * (a caller passes two bytes before the new piece, where an EOL may begin).
+ */
+export function headEnd(request: Uint8Array, from = 0): number {
   let i = request.indexOf(LF, from);
-  for (; i >= 0; i = request.indexOf(LF, i + 1)) {
-    if (request[i + 1] === LF) return i + 2;
-    if (request[i + 1] === CR && request[i + 2] === LF) return i + 3;
+  while (i >= 0) {
+    if (request[i + 1] === LF) return i + 2; // EOL1
+    if (request[i + 1] === CR && request[i + 2] === LF) return i + 3; // EOL2
+    i = request.indexOf(LF, i + 1);
   }
   return -1;
 }
 
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]/g; // all but \t \n \r
-const hex = (c: string) =>
-  `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
+/** A control character as the text \xNN, for printing heads safely. */
+function hex(character: string): string {
+  return `\\x${character.charCodeAt(0).toString(16).padStart(2, "0")}`;
+}
 
-/** The deadline, shutdown and EPOLLHUP may each close a connection first. */
+/**
+ * Out of file descriptors (EMFILE, ENFILE) or memory (ENOMEM, ENOBUFS):
+ * `accept()` would fail again at once, so the loop waits for one to free up.
+ */
+function isOutOfResources(error: unknown): boolean {
+  return /os error (12|23|24|105)\b/.test((error as Error).message);
+}
+
+const PREVIEW_BYTES = 32;
+
+/**
+ * Client data as a trace line shows it: at most 32 bytes, in double quotes,
+ * every byte that is not printable ASCII (and `"` and `\`) as \xNN, then
+ * `...` if there was more.
+ */
+export function preview(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes.subarray(0, PREVIEW_BYTES)) {
+    const plain = byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c;
+    text += plain
+      ? String.fromCharCode(byte)
+      : `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
+}
+
+/**
+ * Closes, ignoring "already closed": the deadline, shutdown and EPOLLHUP may
+ * each be first to close a connection.
+ */
 function closeQuietly(connection: Deno.Conn): void {
   try {
     connection.close();
@@ -110,25 +178,53 @@ function closeQuietly(connection: Deno.Conn): void {
 /** A socket server using epoll: the book's class. */
 export class EpollServer {
   readonly sock: Deno.TcpListener;
-  // The book's three dicts, keyed by connection number, and when each
-  // connection's head must be complete (Date.now() milliseconds).
+  // book: connections = {}; requests = {}; responses = {}. The book keys
+  // them by file descriptor; Deno does not show one, so the keys here are
+  // connection numbers (1, 2, 3, ...), named `fileno` as in the book.
   readonly connections = new Map<number, Deno.TcpConn>();
   readonly requests = new Map<number, Uint8Array>();
   readonly responses = new Map<number, Uint8Array>();
+  // Not in the book: when each connection's head must be complete
+  // (Date.now() milliseconds). A Map keeps insertion order, so the oldest
+  // deadlines come first and the sweeper below stops at the first one ahead.
   readonly deadlines = new Map<number, number>();
+  // Not in the book: connections answered 431, which read what their client
+  // still sends until it ends, before they close (see #onWritable).
+  readonly rejected = new Set<number>();
   #lastFileno = 0;
   #closing = false;
   #sweeper?: ReturnType<typeof setInterval>;
 
-  constructor(host = SERVER_HOST, port = 0, readonly timeout = HEAD_TIMEOUT) {
+  /**
+   * `trace`, when given (`--trace`), gets one line per step of the loop.
+   * When it is not, each `this.trace?.(...)` below stops at the `?.`, before
+   * its template string is built: tracing off costs one check per step.
+   */
+  constructor(
+    host = SERVER_HOST,
+    port = 0,
+    readonly timeout = HEAD_TIMEOUT,
+    readonly trace?: (line: string) => void,
+  ) {
+    // book: socket(), setsockopt(SO_REUSEADDR), bind(), listen(), and
+    // epoll.register(self.sock.fileno(), EPOLLIN). Deno.listen does all of
+    // it, SO_REUSEADDR included; its socket is non-blocking, as every socket
+    // in Deno is, and Deno's event loop is what watches it.
     this.sock = Deno.listen({ hostname: host, port });
     print("Started Epoll Server");
   }
 
-  /** The book's listening-socket branch: accept and register, forever. */
+  /**
+   * book: run(), its `while True: events = self.epoll.poll(1)` and the
+   * listening-socket branch. Here the loop only accepts: each connection's
+   * own branches run in `#poll`, started for it and not awaited, and Deno's
+   * event loop (epoll underneath on Linux) resumes whichever is ready.
+   */
   async run(): Promise<void> {
     const timeoutMs = this.timeout * 1000;
-    // One timer for all deadlines; the oldest come first.
+    // Not in the book: one timer for all deadlines (a timer per connection
+    // cost about 8% of the throughput). Closing a late connection makes its
+    // pending read fail, and #poll then logs and forgets it.
     this.#sweeper = setInterval(() => {
       const now = Date.now();
       for (const [fileno, deadline] of this.deadlines) {
@@ -139,43 +235,81 @@ export class EpollServer {
     while (!this.#closing) {
       let connection: Deno.TcpConn;
       try {
+        // book: if fileno == self.sock.fileno(): connection, address = accept()
         connection = await this.sock.accept();
       } catch (error) {
-        if (this.#closing) break;
-        // A client that resets before it is accepted must not end the server;
-        // out of file descriptors, accept fails again at once: pause first.
+        if (this.#closing) break; // close() closed the listening socket
+        // A client that reset before it was accepted (NotConnected, os error
+        // 107) failed on its own: log it and accept the next one at once.
+        // Out of descriptors or memory, accept() would fail again at once:
+        // only then does waiting help.
         print(`accept failed: ${(error as Error).message}`);
-        await new Promise((resume) => setTimeout(resume, 100));
+        if (isOutOfResources(error)) {
+          await new Promise((resume) => setTimeout(resume, ACCEPT_PAUSE_MS));
+        }
         continue;
       }
-      connection.setNoDelay(true);
       const fileno = ++this.#lastFileno;
+      if (this.#closing) {
+        // Accepted just before close() closed the listener, but resumed here
+        // only after it: close() could not see this one, so close it here.
+        print(`connection ${fileno}: closed by server shutdown`);
+        closeQuietly(connection);
+        break;
+      }
+      // book: TCP_NODELAY, set on the listening socket. Deno sets socket
+      // options on a connection only, so each accepted one gets it: the
+      // response goes out at once, not held back to join a later segment.
+      connection.setNoDelay(true);
+      // book: epoll.register(connection.fileno(), EPOLLIN) and the three dicts
       this.connections.set(fileno, connection);
       this.requests.set(fileno, NOTHING);
       this.responses.set(fileno, SERVER_RESPONSE);
       this.deadlines.set(fileno, Date.now() + timeoutMs);
+      this.trace?.(
+        `listening socket: accepted connection ${fileno} from ` +
+          `${connection.remoteAddr.hostname}:${connection.remoteAddr.port}, ` +
+          "registered for EPOLLIN",
+      );
       this.#poll(fileno); // not awaited: no client waits for another
     }
   }
 
-  /** Closes the listener and every connection; `run()` then returns. */
+  /**
+   * Closes the listener and every connection, each with a line that says
+   * why; `run()` then returns. A second call does nothing.
+   */
   close(): void {
+    // book: finally: epoll.unregister(...); epoll.close(); self.sock.close()
+    if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#sweeper);
     this.sock.close();
-    this.connections.forEach(closeQuietly);
+    for (const [fileno, connection] of this.connections) {
+      print(`connection ${fileno}: closed by server shutdown`);
+      closeQuietly(connection); // its pending read or write then fails
+    }
   }
 
-  /** One connection's way through the book's branches, from EPOLLIN on. */
+  /**
+   * One connection's way through the book's `for fileno, event in events:`
+   * branches, from EPOLLIN on: each `await` is where the book would return
+   * to `epoll.poll()` until this connection's socket is ready again. An
+   * error (a reset, or the close by the deadline or by shutdown) ends it.
+   */
   async #poll(fileno: number): Promise<void> {
     let event: EpollEvent = "EPOLLIN";
     try {
       while (event !== "EPOLLHUP") {
-        event = event === "EPOLLIN"
-          ? await this.#onReadable(fileno)
-          : await this.#onWritable(fileno);
+        if (event === "EPOLLIN") {
+          event = await this.#onReadable(fileno);
+        } else {
+          event = await this.#onWritable(fileno);
+        }
       }
     } catch (error) {
+      // Fixed from the book, where a reset ended the whole server: only
+      // this connection ends, with a line saying why.
       const { name, message } = error as Error;
       const late = Date.now() >= this.deadlines.get(fileno)!;
       const why = late ? "no complete head in time" : `${name}: ${message}`;
@@ -185,12 +319,21 @@ export class EpollServer {
     }
   }
 
-  /** EPOLLIN: append what arrived; once the head is complete, EPOLLOUT. */
+  /**
+   * book: elif event & select.EPOLLIN: requests[fileno] += recv(1024); once
+   * EOL1 or EOL2 is in it, epoll.modify(fileno, EPOLLOUT) and print the head.
+   */
   async #onReadable(fileno: number): Promise<EpollEvent> {
     const chunk = spareChunks.pop() ?? new Uint8Array(RECV_SIZE);
     try {
+      // `read` waits until the socket has bytes, copies up to chunk.length
+      // of them into `chunk` and returns how many; null means the client's
+      // end of stream (the book's recv() returning b"").
       const n = await this.connections.get(fileno)!.read(chunk);
       if (n === null) {
+        this.trace?.(
+          `connection ${fileno}: EPOLLIN, read 0 bytes (end of stream)`,
+        );
         print(`connection ${fileno}: closed by the client mid-request`);
         return "EPOLLHUP";
       }
@@ -199,9 +342,20 @@ export class EpollServer {
       let request = chunk.subarray(0, n);
       if (old.length > 0) request = concat([old, request]);
       const end = headEnd(request, Math.max(old.length - 2, 0));
-      if ((end < 0 ? request.length : end) > MAX_REQUEST_BYTES) {
+      const tooLarge = (end < 0 ? request.length : end) > MAX_REQUEST_BYTES;
+      this.trace?.(
+        `connection ${fileno}: EPOLLIN, read ${n} bytes ` +
+          `${preview(chunk.subarray(0, n))}, head ` +
+          (tooLarge
+            ? `over ${MAX_REQUEST_BYTES} bytes`
+            : end < 0
+            ? `not complete (${request.length} bytes so far)`
+            : "complete"),
+      );
+      if (tooLarge) {
         print(`connection ${fileno}: request head too large, sent 431`);
         this.responses.set(fileno, TOO_LARGE_RESPONSE);
+        this.rejected.add(fileno);
         return "EPOLLOUT";
       }
       if (end < 0) {
@@ -217,32 +371,61 @@ export class EpollServer {
     }
   }
 
-  /** EPOLLOUT: send what is left; once all is sent, on to EPOLLHUP. */
+  /**
+   * book: elif event & select.EPOLLOUT: send() what is left of
+   * responses[fileno]; once all is sent, shutdown(SHUT_RDWR), then EPOLLHUP.
+   */
   async #onWritable(fileno: number): Promise<EpollEvent> {
     const connection = this.connections.get(fileno)!;
     const response = this.responses.get(fileno)!;
+    // Like send(), `write` may take only part of the bytes (the socket's
+    // buffer is full) and returns how many it took.
     const written = await connection.write(response);
+    this.trace?.(
+      `connection ${fileno}: EPOLLOUT, sent ${written} bytes, ` +
+        (written < response.length
+          ? `${response.length - written} left`
+          : "all sent"),
+    );
     if (written < response.length) {
       this.responses.set(fileno, response.subarray(written));
       return "EPOLLOUT";
     }
-    if (response.buffer === TOO_LARGE_RESPONSE.buffer) {
-      // Shut down writing, then drop what the client still sends until it
-      // closes (or the deadline does): unread bytes make close() a reset.
+    if (this.rejected.has(fileno)) {
+      // A client sent more than 8 KiB of head and may still be sending.
+      // Closing a socket with unread bytes makes the kernel send a reset,
+      // which can destroy the 431 before the client reads it. So
+      // `closeWrite()` first sends our end of stream (a FIN, the book's
+      // shutdown(SHUT_WR)) after the 431, then this drops what the client
+      // still sends until its own end of stream (or the deadline's close).
       await connection.closeWrite();
       const sink = new Uint8Array(64 * 1024);
-      while (await connection.read(sink) !== null);
+      let dropped = 0;
+      while (true) {
+        const n = await connection.read(sink);
+        if (n === null) break;
+        dropped += n;
+      }
+      this.trace?.(`connection ${fileno}: dropped ${dropped} more bytes`);
     }
     return "EPOLLHUP";
   }
 
-  /** EPOLLHUP: close (Deno's close() shuts writing down first), forget. */
+  /**
+   * book: elif event & select.EPOLLHUP: epoll.unregister(fileno),
+   * connections[fileno].close(), del connections[fileno]. Deno's close()
+   * sends our end of stream too (the book's shutdown() before it). The book
+   * never deletes requests[fileno] and responses[fileno]; here every map
+   * forgets the connection, so a closed connection holds no memory.
+   */
   #onHangup(fileno: number): void {
+    this.trace?.(`connection ${fileno}: EPOLLHUP, closed`);
     closeQuietly(this.connections.get(fileno)!);
     this.connections.delete(fileno);
     this.requests.delete(fileno);
     this.responses.delete(fileno);
     this.deadlines.delete(fileno);
+    this.rejected.delete(fileno);
   }
 }
 
@@ -252,10 +435,11 @@ function argumentError(message: string): never {
   Deno.exit(2);
 }
 
+// book: if __name__ == '__main__': argparse, then EpollServer(...).run()
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
     string: ["port", "host", "header-timeout"],
-    boolean: ["help"],
+    boolean: ["help", "trace"],
     alias: { h: "help" },
     default: { host: SERVER_HOST },
     unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
@@ -276,21 +460,49 @@ if (import.meta.main) {
   if (!(seconds > 0 && seconds < Infinity)) {
     argumentError(`argument --header-timeout: invalid value: '${timeout}'`);
   }
+  // Off unless asked for; see the EpollServer constructor for why it is free.
+  const trace: ((line: string) => void) | undefined = args.trace
+    ? (line) => console.error(`trace: ${line}`)
+    : undefined;
   let server: EpollServer;
   try {
-    server = new EpollServer(args.host, port, seconds);
+    server = new EpollServer(args.host, port, seconds, trace);
   } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) {
+      // `deno run` was not given --allow-net for this host: name the command
+      // that has it (an IPv6 address goes in brackets there).
+      const allow = args.host.includes(":") ? `[${args.host}]` : args.host;
+      const timeoutArg = args["header-timeout"] === undefined
+        ? ""
+        : ` --header-timeout=${seconds}`;
+      console.error(
+        `Error: --host=${args.host} needs network permission for it: ` +
+          `deno run --allow-net=${allow} ${FILE} --host=${args.host} ` +
+          `--port=${port}${timeoutArg}`,
+      );
+      Deno.exit(1);
+    }
     const { message } = error as Error;
     console.error(`Error: cannot listen on ${args.host}:${port}: ${message}`);
     Deno.exit(1);
   }
-  const signals = ["SIGINT", "SIGTERM"] as const;
+  // The book's `finally:` after Ctrl-C (KeyboardInterrupt). A signal
+  // listener replaces Deno's default exit; it stays installed, so that the
+  // second SIGINT of one Ctrl-C (a terminal signals the whole process group:
+  // `deno task` and this script) finds it and does nothing.
+  // Once the listener and every connection are closed, nothing keeps the
+  // event loop alive (a signal listener does not), and the process exits 0.
+  let shuttingDown = false;
   const shutdown = () => {
+    if (shuttingDown) return;
+    shuttingDown = true;
     print("Shutting down epoll server...");
-    for (const signal of signals) Deno.removeSignalListener(signal, shutdown);
     server.close();
   };
-  for (const signal of signals) Deno.addSignalListener(signal, shutdown);
+  // Installed before the ready line: a Ctrl-C right after it shuts down.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, shutdown);
+  }
   const host = args.host.includes(":") ? `[${args.host}]` : args.host;
   print(`Listening on http://${host}:${server.sock.addr.port}/`);
   await server.run();

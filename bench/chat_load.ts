@@ -16,7 +16,13 @@ import {
   MESSAGE,
 } from "./chat_client.ts";
 import { connect, READY_MS, Watchdog } from "./net.ts";
-import { ErrorCounter, errorKind, type LoadResult, Samples } from "./stats.ts";
+import {
+  cpuMeter,
+  ErrorCounter,
+  errorKind,
+  type LoadResult,
+  Samples,
+} from "./stats.ts";
 
 const encoder = new TextEncoder();
 const MARKER = encoder.encode("BENCHMSG");
@@ -154,6 +160,7 @@ export async function chatLoad(
     const left: number[] = [];
     let completed = 0;
     const received = new Array<number>(receivers.length).fill(0);
+    const inWindow = new Array<number>(receivers.length).fill(0);
     let sending = Promise.resolve();
     let wake = () => {};
 
@@ -161,7 +168,10 @@ export async function chatLoad(
       client.onFrame = (payload) => {
         if (!contains(payload, MARKER)) return;
         const k = received[r]++;
-        if (measuring && performance.now() <= measureEnd) deliveries++;
+        if (measuring && performance.now() <= measureEnd) {
+          deliveries++;
+          inWindow[r]++;
+        }
         if (--left[k] === 0) {
           if (measuring && !Number.isNaN(sentAt[k])) {
             samples.add(performance.now() - sentAt[k]);
@@ -208,7 +218,9 @@ export async function chatLoad(
     await phase(phases.warmup, false);
     measuring = true;
     measureEnd = performance.now() + phases.seconds * 1000;
+    const cpu = cpuMeter();
     await phase(phases.seconds, true);
+    const generatorCpu = cpu();
     measuring = false;
     finished = true;
     const missing = left.reduce((sum, n) => sum + n, 0);
@@ -220,6 +232,8 @@ export async function chatLoad(
       p99: samples.quantile(0.99),
       errors: { ...errors.counts },
       notes: [`${samples.size} messages to ${receivers.length} receivers`],
+      perConnection: inWindow,
+      generatorCpu,
     };
   } finally {
     finished = true;

@@ -7,10 +7,20 @@
 
 export interface Cost {
   what: string;
+  /** The recipe whose mechanism this is the floor of. */
+  model: "2_1" | "2_2";
+  /** "Deno" (ours) or "Python" (the book's). */
+  runtime: "Deno" | "Python";
+  /** The chart's short label: "a bare Deno process". */
+  label: string;
   /** Milliseconds per start, or undefined when it could not be measured. */
   ms?: number;
+  /** Memory one more of it holds, in KB (PSS), where measured. */
+  kb?: number;
   note: string;
 }
+
+import { treeMemory } from "./memory.ts";
 
 const N = 20;
 
@@ -76,6 +86,82 @@ print(median(fork), median(thread))
   return [fork, thread];
 }
 
+/** How many at once the memory floors hold (their mean is one's cost). */
+const HELD = 40;
+
+/** Starts a Deno process running `script`, which prints a line when ready. */
+async function started(script: string): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command("deno", {
+    args: ["eval", "--quiet", script],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  await reader.read();
+  reader.releaseLock();
+  return child;
+}
+
+async function stopAll(children: Deno.ChildProcess[]): Promise<void> {
+  for (const child of children) {
+    child.kill("SIGKILL");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+  }
+}
+
+/** The summed memory of `children`, each a process tree of its own. */
+async function sumKb(
+  children: Deno.ChildProcess[],
+): Promise<number | undefined> {
+  let kb = 0;
+  for (const child of children) {
+    const memory = await treeMemory(child.pid);
+    if (!memory) return undefined;
+    kb += memory.kb;
+  }
+  return kb;
+}
+
+const WAIT = `console.log("ready"); setTimeout(() => {}, 60_000);`;
+
+/**
+ * The memory floors, measured as the scenario measures 2_1 and 2_2: HELD
+ * bare Deno processes that started and wait (their PSS, shared pages split
+ * between them, / HELD), and one Deno process's PSS growth when it holds
+ * HELD idle Workers (/ HELD).
+ */
+async function denoMemory(): Promise<[number | undefined, number | undefined]> {
+  const processes: Deno.ChildProcess[] = [];
+  let processKb: number | undefined;
+  try {
+    for (let i = 0; i < HELD; i++) processes.push(await started(WAIT));
+    await new Promise((r) => setTimeout(r, 300));
+    const kb = await sumKb(processes);
+    processKb = kb === undefined ? undefined : kb / HELD;
+  } finally {
+    await stopAll(processes);
+  }
+  const withWorkers = (workers: number) => `
+    for (let i = 0; i < ${workers}; i++) {
+      const w = new Worker("data:text/javascript,postMessage(0)", { type: "module" });
+      await new Promise((resolve) => w.onmessage = resolve);
+    }
+    ${WAIT}`;
+  const bare = await started(withWorkers(0));
+  const busy = await started(withWorkers(HELD));
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const [a, b] = [await sumKb([bare]), await sumKb([busy])];
+    const workerKb = a !== undefined && b !== undefined
+      ? Math.max(0, b - a) / HELD
+      : undefined;
+    return [processKb, workerKb];
+  } finally {
+    await stopAll([bare, busy]);
+  }
+}
+
 async function attempt<T>(fn: () => Promise<T>): Promise<T | undefined> {
   try {
     return await fn();
@@ -86,24 +172,41 @@ async function attempt<T>(fn: () => Promise<T>): Promise<T | undefined> {
 
 export async function measureCosts(): Promise<Cost[]> {
   const [fork, thread] = await attempt(python) ?? [];
+  const [processKb, workerKb] = await attempt(denoMemory) ?? [];
   return [
     {
       what: "start a Deno process (2_1's handler)",
+      model: "2_1",
+      runtime: "Deno",
+      label: "a bare Deno process",
       ms: await attempt(denoProcess),
-      note: "`deno eval 0`, start to exit",
+      kb: processKb,
+      note:
+        "`deno eval 0`, start to exit; memory: a started, waiting `deno eval`",
     },
     {
       what: "start a Worker (2_2's handler)",
+      model: "2_2",
+      runtime: "Deno",
+      label: "a bare Worker",
       ms: await attempt(worker),
-      note: "an empty module, start to its first message",
+      kb: workerKb,
+      note:
+        `an empty module, start to its first message; memory: a process's PSS growth with ${HELD} idle Workers / ${HELD}`,
     },
     {
       what: "fork() in Python (the book's 2_1)",
+      model: "2_1",
+      runtime: "Python",
+      label: "Python's fork()",
       ms: fork,
       note: "os.fork(), child exits, parent waits",
     },
     {
       what: "a thread in Python (the book's 2_2)",
+      model: "2_2",
+      runtime: "Python",
+      label: "a Python thread",
       ms: thread,
       note: "threading.Thread start and join",
     },

@@ -19,7 +19,13 @@ import {
   Watchdog,
   writeAll,
 } from "./net.ts";
-import { ErrorCounter, errorKind, type LoadResult, Samples } from "./stats.ts";
+import {
+  cpuMeter,
+  ErrorCounter,
+  errorKind,
+  type LoadResult,
+  Samples,
+} from "./stats.ts";
 
 /** No load run does more operations than this, however fast the server. */
 export const MAX_OPS = 20_000_000;
@@ -34,26 +40,48 @@ export interface Phases {
   seconds: number;
 }
 
-/** The window of one run: warm-up until `start`, counted until `end`. */
+/**
+ * The window of one run: warm-up until `start`, counted until `end`. It
+ * also counts each connection's replies (for fairness) and the generator's
+ * CPU over the window (timers at its start and end; a late timer only moves
+ * both ends of the CPU measure, which divides by the wall time between).
+ */
 class Window {
   readonly start: number;
   readonly end: number;
   readonly samples = new Samples();
   readonly errors = new ErrorCounter();
+  readonly perConnection: number[];
   count = 0;
   ops = 0;
+  #cpu?: () => number;
+  #cpuShare?: number;
+  #timers: ReturnType<typeof setTimeout>[];
 
-  constructor(phases: Phases) {
+  constructor(phases: Phases, connections: number) {
     this.start = performance.now() + phases.warmup * 1000;
     this.end = this.start + phases.seconds * 1000;
+    this.perConnection = new Array<number>(connections).fill(0);
+    this.#timers = [
+      setTimeout(() => this.#cpu = cpuMeter(), phases.warmup * 1000),
+      setTimeout(
+        () => this.#cpuShare = this.#cpu?.(),
+        (phases.warmup + phases.seconds) * 1000,
+      ),
+    ];
   }
 
   get running(): boolean {
     return performance.now() < this.end && this.ops < MAX_OPS;
   }
 
-  /** Counts an operation that started and ended inside the timed window. */
-  record(began: number, error?: string, example?: string): boolean {
+  /** Counts an operation (of connection `index`) that started and ended inside the timed window. */
+  record(
+    began: number,
+    error?: string,
+    example?: string,
+    index?: number,
+  ): boolean {
     this.ops++;
     const ended = performance.now();
     if (began < this.start || ended > this.end) return false;
@@ -61,12 +89,16 @@ class Window {
     else {
       this.count++;
       this.samples.add(ended - began);
+      if (index !== undefined) this.perConnection[index]++;
     }
     return true;
   }
 
   result(seconds: number, notes: string[] = []): LoadResult {
+    this.#timers.forEach(clearTimeout);
     return {
+      perConnection: this.perConnection,
+      generatorCpu: this.#cpuShare ?? this.#cpu?.(),
       count: this.count,
       seconds,
       p50: this.samples.quantile(0.5),
@@ -100,9 +132,9 @@ async function connectionPerRequest(
   request: Uint8Array,
   check: (reply: Uint8Array) => string | undefined,
 ): Promise<LoadResult> {
-  const window = new Window(phases);
+  const window = new Window(phases, concurrency);
   const dog = new Watchdog();
-  const worker = async () => {
+  const worker = async (_: unknown, index: number) => {
     while (window.running) {
       const began = performance.now();
       let conn: Deno.TcpConn | undefined;
@@ -110,7 +142,12 @@ async function connectionPerRequest(
         conn = await connect(port, dog);
         dog.watch(conn, () => conn!.close());
         await writeAll(conn, request);
-        window.record(began, check(await readToClose(conn)));
+        window.record(
+          began,
+          check(await readToClose(conn)),
+          undefined,
+          index,
+        );
       } catch (error) {
         window.record(
           began,
@@ -154,13 +191,21 @@ export function httpLoad(
   });
 }
 
-/** The 2_1 / 2_2 scenario: the reply to `message` is `<handler id>: <message>`. */
+/**
+ * The 2_1 / 2_2 scenario: the reply to `message` is `<handler id>: <message>`
+ * (from the book's 2_2, `<thread name>: b'<message>'`, Python's repr of the
+ * bytes, when `book` is set).
+ */
 export function oneShotLoad(
   port: number,
   concurrency: number,
   phases: Phases,
+  book = false,
   message = "Hello echo server!",
 ): Promise<LoadResult> {
+  const suffixes = book
+    ? [`: ${message}`, `: b'${message}'`]
+    : [`: ${message}`];
   return connectionPerRequest(
     port,
     concurrency,
@@ -168,7 +213,8 @@ export function oneShotLoad(
     encoder.encode(message),
     (reply) => {
       const text = decoder.decode(reply);
-      if (!text.endsWith(`: ${message}`) || text.length <= message.length + 2) {
+      const suffix = suffixes.find((s) => text.endsWith(s));
+      if (!suffix || text.length <= suffix.length) {
         throw new BadReply(
           `unexpected reply ${JSON.stringify(text.slice(0, 80))}`,
         );
@@ -181,7 +227,6 @@ export function oneShotLoad(
 /**
  * The 2_5 scenario: `connections` long-lived connections, each sending a
  * 64-byte line and waiting for the line that ends with it ("You said: ...").
- * Notes the slowest connection's share of the mean round trips.
  */
 export async function echoLoad(
   port: number,
@@ -202,11 +247,10 @@ export async function echoLoad(
     );
     await Promise.all(batch);
   }
-  const window = new Window(phases);
+  const window = new Window(phases, opened.length);
   for (const [kind, n] of Object.entries(connectErrors.counts)) {
     window.errors.add(kind, n);
   }
-  const perConnection = new Array<number>(connections).fill(0);
   const talk = async (conn: Deno.TcpConn, index: number) => {
     const reply = new Uint8Array(64 * 1024);
     try {
@@ -228,7 +272,7 @@ export async function echoLoad(
         ) {
           throw new BadReply("reply does not end with the line sent");
         }
-        if (window.record(began)) perConnection[index]++;
+        window.record(began, undefined, undefined, index);
       }
     } catch (error) {
       window.record(
@@ -243,13 +287,7 @@ export async function echoLoad(
   };
   await Promise.all(opened.map(talk));
   dog.stop();
-  const mean = window.count / connections;
-  const slowest = Math.min(...perConnection);
-  return window.result(phases.seconds, [
-    `slowest connection ${
-      mean > 0 ? (slowest / mean).toFixed(2) : "0"
-    } of the mean`,
-  ]);
+  return window.result(phases.seconds);
 }
 
 function endsWith(data: Uint8Array, suffix: Uint8Array): boolean {

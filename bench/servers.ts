@@ -10,15 +10,17 @@ const STOP_TIMEOUT_MS = 5_000;
 const TAIL_CHARS = 2_000;
 
 export interface ServerSpec {
-  /** The row label: "2_4 (ours)", "Node http", "vs: python3 ...". */
+  /** The row label: "2_4 (ours)", "Node http", "2_4 (book, Python)", "vs: python3 ...". */
   label: string;
-  kind: "ours" | "peer" | "vs";
+  kind: "ours" | "peer" | "book" | "vs";
   /** Program and arguments; "{port}" is replaced by a free port. */
   command: string[];
   /** The ready line; group 1 is the port. Without it, "{port}" is used. */
   ready?: RegExp;
   /** A file that must exist (a recipe not written yet is "missing"). */
   file?: string;
+  /** Why this server is not run at all (its rows say so): "BOOK_DIR is not set". */
+  skip?: string;
 }
 
 export class MissingError extends Error {}

@@ -3,6 +3,9 @@
  * latency samples, percentiles, error counts by kind.
  */
 
+import process from "node:process";
+import type { HeldResult } from "./memory.ts";
+
 /** The outcome of one timed load run. */
 export interface LoadResult {
   /** Completed operations inside the timed window. */
@@ -18,6 +21,44 @@ export interface LoadResult {
   notes: string[];
   /** The first error message of each kind (printed, not tabled). */
   examples?: Record<string, string>;
+  /** Replies (or deliveries) each connection got in the timed window, for fairness. */
+  perConnection?: number[];
+  /** The load generator's CPU time over the timed window, as a share of one core. */
+  generatorCpu?: number;
+  /** The memory scenario's result (a held-open load, not a timed one). */
+  held?: HeldResult;
+}
+
+/**
+ * Measures this process's CPU time (all its threads: user + system) from
+ * now; the returned function gives the share of one core used since. This
+ * process is the load generator, pinned to one core where taskset exists, so
+ * a share near 1 means the generator, not the server, set the pace.
+ */
+export function cpuMeter(): () => number {
+  const cpu = () => {
+    const { user, system } = process.cpuUsage();
+    return (user + system) / 1000;
+  };
+  const cpu0 = cpu();
+  const wall0 = performance.now();
+  return () => {
+    const wall = performance.now() - wall0;
+    return wall > 0 ? (cpu() - cpu0) / wall : 0;
+  };
+}
+
+/** The fewest and most per connection against the mean (undefined for one connection or none). */
+export function fairness(
+  perConnection: number[] | undefined,
+): { fewest: number; most: number } | undefined {
+  if (!perConnection || perConnection.length < 2) return undefined;
+  const mean = perConnection.reduce((a, b) => a + b, 0) / perConnection.length;
+  if (mean === 0) return undefined;
+  return {
+    fewest: Math.min(...perConnection) / mean,
+    most: Math.max(...perConnection) / mean,
+  };
 }
 
 export function totalErrors(errors: Record<string, number>): number {

@@ -15,6 +15,7 @@
 import type { LoadResult } from "./stats.ts";
 import type { Phases } from "./load.ts";
 import { HOST } from "./net.ts";
+import { cpuSeconds } from "./memory.ts";
 
 /** Does `program` run? (`wrk` has no --version exit 0, so any start counts.) */
 export function installed(program: string): boolean {
@@ -102,12 +103,35 @@ function wrkCommand(
   ];
 }
 
-async function runWrk(command: string[], seconds: number): Promise<string> {
+/**
+ * Runs wrk to its end; with `measureCpu`, also wrk's share of one core
+ * between 0.2 s after its start and 0.2 s before its end (taskset execs wrk,
+ * so the child's PID is wrk's).
+ */
+async function runWrk(
+  command: string[],
+  seconds: number,
+  measureCpu = false,
+): Promise<[string, number | undefined]> {
   const child = new Deno.Command(command[0], {
     args: command.slice(1),
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  let share: number | undefined;
+  const sample = async () => [await cpuSeconds(child.pid), performance.now()];
+  const cpuTimers: ReturnType<typeof setTimeout>[] = [];
+  if (measureCpu && seconds >= 1) {
+    let first: (number | undefined)[] = [];
+    cpuTimers.push(setTimeout(async () => first = await sample(), 200));
+    cpuTimers.push(setTimeout(async () => {
+      const [cpu, wall] = await sample();
+      const [cpu0, wall0] = first;
+      if (cpu !== undefined && cpu0 !== undefined && wall0 !== undefined) {
+        share = (cpu - cpu0) / ((wall! - wall0) / 1000);
+      }
+    }, seconds * 1000 - 200));
+  }
   // wrk stops by itself after `seconds`; this is only the backstop.
   const backstop = setTimeout(
     () => child.kill("SIGKILL"),
@@ -115,13 +139,14 @@ async function runWrk(command: string[], seconds: number): Promise<string> {
   );
   const { code, stdout, stderr } = await child.output();
   clearTimeout(backstop);
+  cpuTimers.forEach(clearTimeout);
   const text = new TextDecoder().decode(stdout);
   if (code !== 0) {
     throw new Error(
       `wrk exited ${code}: ${new TextDecoder().decode(stderr)}${text}`,
     );
   }
-  return text;
+  return [text, share];
 }
 
 /**
@@ -141,12 +166,12 @@ export async function wrkLoad(
       phases.warmup,
     );
   }
-  const report = parseWrk(
-    await runWrk(
-      wrkCommand(pin, port, connections, phases.seconds),
-      phases.seconds,
-    ),
+  const [output, generatorCpu] = await runWrk(
+    wrkCommand(pin, port, connections, phases.seconds),
+    phases.seconds,
+    true,
   );
+  const report = parseWrk(output);
   const notes: string[] = [];
   let read = report.read;
   if (closesWithoutHeader) {
@@ -169,5 +194,6 @@ export async function wrkLoad(
       "non-2xx": report.non2xx,
     },
     notes: [...notes, "wrk latency excludes connect"],
+    generatorCpu,
   };
 }

@@ -5,11 +5,16 @@ import {
   assertArgparse,
   assertPortInUse,
   DENO,
+  have,
   type Recipe,
+  resetWhileQueued,
   run,
   startRecipe,
+  startTask,
   TestClient,
+  withDeadline,
 } from "./harness.ts";
+import { ChatServer } from "../2_3_chat_server_with_select.ts";
 
 const FILE = "2_3_chat_server_with_select.ts";
 const encoder = new TextEncoder();
@@ -161,10 +166,14 @@ Deno.test("2_3: bad frames get their sender dropped; the others chat on", async 
     ["bad JSON", rawFrame("['NAME: x'"), /not a JSON array of text/],
     [
       "bytes that are not UTF-8",
-      rawFrame(new Uint8Array([0xff, 0xfe])),
+      rawFrame(new Uint8Array([0x5b, 0xff, 0xfe])), // "[" and then not UTF-8
       /not a JSON/,
     ],
-    ["JSON that is not an array", rawFrame('{"NAME":"x"}'), /not a JSON array/],
+    [
+      "a first frame of neither wire",
+      rawFrame('{"NAME":"x"}'),
+      /a first frame of no known wire \(byte 4 is 0x7b\)/,
+    ],
     ["a first frame other than NAME", frame("hello"), /no NAME: first/],
     ["a 65-character name", frame(`NAME: ${"n".repeat(65)}`), /a name over 64/],
   ];
@@ -250,12 +259,12 @@ Deno.test("2_3: a client that never reads is dropped at 1 MiB queued, and nobody
   );
 });
 
+/** The end of its stdin leaves the server running; SIGINT or SIGTERM stop it, closing every client, exit 0. */
 Deno.test("2_3: end of stdin does not stop the server; SIGINT and SIGTERM do, exit 0", async () => {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     await using server = await startServer();
     await server.closeStdin();
     await using c1 = await startClient(server, "client1");
-    await c1.closeStdin(); // a client without stdin keeps listening
     await using raw = await joinRaw(server.port, "raw");
     await c1.waitFor("(Connected: New client (2) from raw@127.0.0.1)\n");
     server.kill(signal);
@@ -264,6 +273,103 @@ Deno.test("2_3: end of stdin does not stop the server; SIGINT and SIGTERM do, ex
     assert(await raw.closedByPeer(), `the raw client is closed on ${signal}`);
     await c1.waitFor("> Client shutting down.\n");
     assertEquals((await c1.exit()).code, 0);
+  }
+});
+
+/** A terminal's Ctrl-C signals `deno task` and the script at once: one shutdown line, exit 0, every time. */
+Deno.test("2_3: Ctrl-C to the process group of 'deno task 2_3' shuts down once, exit 0", async () => {
+  for (let round = 0; round < 8; round++) {
+    await using server = await startTask("2_3", {
+      args: ["--name=server"],
+      ready: /Server listening to port: (\d+) \.\.\.\n/,
+    });
+    // Right after the ready line: the listeners must be there already.
+    server.killGroup("SIGINT");
+    assertEquals((await server.exit()).code, 0, `round ${round}`);
+    assertEquals(
+      server.stdout.match(/Shutting down server\.\.\./g)?.length,
+      1,
+      `round ${round}: one shutdown line\n${server.transcript}`,
+    );
+  }
+});
+
+/** At the end of stdin (a pipe, or Ctrl-D) a client sends every line, the last one without its newline too, says it leaves, and exits 0. */
+Deno.test("2_3: at the end of stdin a client sends what it has and leaves, exit 0", async () => {
+  await using server = await startServer();
+  await using c1 = await startClient(server, "client1");
+  await using piped = await startRecipe(FILE, {
+    args: ["--name=piped", `--port=${server.port}`],
+    ready: /Now connected to chat server@ port \d+\n/,
+    port: false,
+  });
+  // Written before the client reads stdin at all: no line may be lost.
+  await piped.write("first\nsecond\nlast, no newline");
+  await piped.closeStdin();
+  assertEquals((await piped.exit()).code, 0, piped.transcript);
+  assertMatch(piped.stdout, / Client leaving: end of input\. \n$/);
+  for (const text of ["first", "second", "last, no newline"]) {
+    await c1.waitFor(`\n#[piped@127.0.0.1]>>${text}\n`);
+  }
+  await c1.waitFor("\n(Now hung up: Client from piped@127.0.0.1)\n");
+});
+
+/** Connections that reset while queued are logged and skipped at once: the next client is served well before 100 pauses (10 s) would allow. */
+Deno.test({
+  name:
+    "2_3: 100 connections reset in the accept queue do not deafen the server",
+  ignore: !have("python3"),
+  async fn() {
+    await using server = await startServer();
+    assert(await resetWhileQueued(server.port, 100));
+    await using after = await withDeadline(
+      joinRaw(server.port, "after"),
+      3_000,
+      "the handshake of a client after 100 resets",
+    );
+    after.close();
+  },
+});
+
+/**
+ * A connection's name deadline (a 10 s timer) is cleared when the
+ * connection ends, so nothing holds an ended connection in memory: with an
+ * in-process server, the test's op sanitizer fails on any timer left
+ * running after the server is shut down.
+ */
+Deno.test("2_3: connections that ended leave no name deadline running", async () => {
+  const count = 40;
+  let hungUp = 0;
+  let wake = () => {};
+  const print = console.log;
+  console.log = (...data: unknown[]) => {
+    if (/ hung up$/.test(String(data[0]))) hungUp += 1;
+    wake();
+  };
+  try {
+    const server = new ChatServer(0);
+    const running = server.run();
+    for (let i = 0; i < count; i++) {
+      // Half name themselves first; half leave without a word.
+      const client = await TestClient.connect(server.server.addr.port);
+      if (i % 2 === 0) {
+        await client.write(frame(`NAME: churn${i}`));
+        assertEquals(await readFrame(client), "CLIENT: 127.0.0.1");
+      }
+      client.close();
+    }
+    await withDeadline(
+      new Promise<void>((resolve) => {
+        wake = () => hungUp === count && resolve();
+        wake();
+      }),
+      10_000,
+      `${count} hang-ups (${hungUp} so far)`,
+    );
+    server.shutdown();
+    await running;
+  } finally {
+    console.log = print;
   }
 });
 
@@ -285,18 +391,38 @@ Deno.test("2_3: a client with no server says so and exits 1", async () => {
   );
 });
 
-Deno.test("2_3: --help exits 0; missing or bad arguments exit 2 with argparse's usage", () =>
-  assertArgparse(FILE, /^usage: .* --name NAME --port PORT\n/, [
-    [[], /required: --name, --port$/],
-    [["--name=server"], /required: --port$/],
-    [["--port=8800"], /required: --name$/],
-    [["--name=server", "--port=abc"], /argument --port: invalid .*'abc'$/],
-    [["--name=server", "--port=70000"], /argument --port: invalid .*'70000'$/],
+/** A pattern for these texts, in this order, with anything between them. */
+function inOrder(...texts: string[]): RegExp {
+  const escaped = texts.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  return new RegExp(`^${escaped.join("[^]*?")}`);
+}
+
+/** argparse's contract: --help lists every option; bad command lines exit 2 with the usage and one error line. */
+Deno.test("2_3: --help lists the options; missing or bad arguments exit 2 with argparse's usage", () =>
+  assertArgparse(
+    FILE,
+    inOrder(
+      `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}]\n`,
+      "  -h, --help          show this help message and exit\n",
+      '  --name NAME         "server" runs the chat server; any other name joins it\n',
+      "  --port PORT         port the server listens on (0 picks a free one), or the\n",
+      "  --wire {json,book}  a client's frames: json (default), or book to join the\n",
+    ),
     [
-      ["--name=server", "--port=1", "--bogus"],
-      /unrecognized arguments: --bogus$/,
+      [[], /required: --name, --port$/],
+      [["--name=server"], /required: --port$/],
+      [["--port=8800"], /required: --name$/],
+      [["--name=server", "--port=abc"], /argument --port: invalid .*'abc'$/],
+      [
+        ["--name=server", "--port=70000"],
+        /argument --port: invalid .*'70000'$/,
+      ],
+      [
+        ["--name=server", "--port=1", "--bogus"],
+        /unrecognized arguments: --bogus$/,
+      ],
     ],
-  ]));
+  ));
 
 Deno.test("2_3: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startServer();

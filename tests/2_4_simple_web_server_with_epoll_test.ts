@@ -1,11 +1,13 @@
-import { assert, assertEquals, assertMatch } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
 import {
   assertArgparse,
   assertPortInUse,
   DENO,
   have,
+  resetWhileQueued,
   run,
   startRecipe,
+  startTask,
   TestClient,
   withDeadline,
 } from "./harness.ts";
@@ -192,6 +194,32 @@ Deno.test("2_4: 1,000 idle connections held open; 100 active requests served", a
   }
 });
 
+/** A reset in the accept queue is logged and skipped: no pause deafens the server. */
+Deno.test({
+  name:
+    "2_4: 100 clients reset while queued; the next client is served at once",
+  ignore: !have("python3"),
+  async fn() {
+    await using server = await startRecipe(FILE);
+    assert(await resetWhileQueued(server.port, 100), "python3 ran the resets");
+    // 100 pauses of 100 ms would take 10 s; an answer inside 3 s shows none.
+    assertEquals(
+      await withDeadline(
+        request(server.port, "GET / HTTP/1.0\r\n\r\n"),
+        3_000,
+        "the client after 100 resets",
+      ),
+      RESPONSE,
+    );
+    await server.waitFor(/accept failed: .*\n/);
+  },
+});
+if (!have("python3")) {
+  console.warn(
+    "skipping the accept-queue reset test: python3 is not installed",
+  );
+}
+
 Deno.test("2_4: SIGINT and SIGTERM close every connection and exit 0", async () => {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     await using server = await startRecipe(FILE);
@@ -203,8 +231,31 @@ Deno.test("2_4: SIGINT and SIGTERM close every connection and exit 0", async () 
     );
     server.kill(signal);
     assertEquals((await server.exit()).code, 0);
-    assertMatch(server.stdout, /Shutting down epoll server\.\.\.\n$/);
+    // The line for the open connection says shutdown, not an error name.
+    assertMatch(
+      server.stdout,
+      /\nShutting down epoll server\.\.\.\nconnection \d+: closed by server shutdown\n$/,
+    );
     assert(await client.closedByPeer(), `the client is closed on ${signal}`);
+  }
+});
+
+/** Ctrl-C under `deno task` (SIGINT to the whole group): one shutdown, exit 0. */
+Deno.test("2_4: Ctrl-C to `deno task 2_4`'s process group, 20 times over", async () => {
+  for (let round = 0; round < 20; round++) {
+    await using task = await startTask("2_4");
+    await using client = await TestClient.connect(task.port);
+    await client.write("GET / HTTP/1.1\r\n");
+    task.killGroup("SIGINT");
+    const { code } = await task.exit();
+    assertEquals(code, 0, `round ${round}: exit code\n${task.transcript}`);
+    assertEquals(
+      task.stdout.match(/Shutting down/g)?.length,
+      1,
+      `round ${round}: one shutdown line\n${task.transcript}`,
+    );
+    assertEquals(task.stderr, "", `round ${round}: nothing on stderr`);
+    assert(await client.closedByPeer(), `round ${round}: the client is closed`);
   }
 });
 
@@ -221,6 +272,101 @@ Deno.test("2_4: --help exits 0; bad arguments exit 2 with argparse's usage", () 
 Deno.test("2_4: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE);
   await assertPortInUse(FILE, [`--port=${server.port}`]);
+});
+
+/** `--host` without the permission for it: one line naming the command that works. */
+Deno.test("2_4: --host the task may not listen on is a one-line error, exit 1", async () => {
+  for (const host of ["0.0.0.0", "::"]) {
+    const result = await run(DENO, [
+      "task",
+      "--quiet",
+      "2_4",
+      `--host=${host}`,
+      "--port=8800",
+    ]);
+    assertEquals(result.code, 1, result.stderr);
+    const allow = host.includes(":") ? `[${host}]` : host;
+    assertEquals(
+      result.stderr,
+      `Error: --host=${host} needs network permission for it: deno run ` +
+        `--allow-net=${allow} ${FILE} --host=${host} --port=8800\n`,
+    );
+  }
+});
+
+/** `--host=::1` works as `deno task 2_4` runs it: fetch and curl -6 reach [::1]. */
+Deno.test("2_4: --host=::1 serves IPv6 clients", async () => {
+  await using task = await startTask("2_4", { args: ["--host=::1"] });
+  assertMatch(task.stdout, /Listening on http:\/\/\[::1\]:\d+\/\n/);
+  const url = `http://[::1]:${task.port}/`;
+  const response = await fetch(url);
+  assertEquals(await response.text(), "\nHello from Epoll Server!");
+  await task.waitFor(
+    new RegExp(
+      `GET / HTTP/1\\.1\\r\\n[^]*?host: \\[::1\\]:${task.port}\\r\\n`,
+      "i",
+    ),
+  );
+  if (have("curl")) {
+    const curl = await run("curl", ["-6", "-sS", "--max-time", "10", url]);
+    assertEquals(curl.code, 0, curl.stderr);
+    assertEquals(curl.stdout, "\nHello from Epoll Server!");
+  }
+  // The book's IPv4-only `localhost` is not served on this address.
+  await assertRejects(() => TestClient.connect(task.port));
+  task.killGroup("SIGINT");
+  assertEquals((await task.exit()).code, 0);
+});
+
+/** `--trace` shows each connection's EPOLLIN, EPOLLOUT and EPOLLHUP on stderr. */
+Deno.test("2_4: --trace prints the loop's steps, client data escaped and cut", async () => {
+  await using server = await startRecipe(FILE, { args: ["--trace"] });
+  await using slow = await TestClient.connect(server.port);
+  slow.conn.setNoDelay(true);
+  await slow.write("GET /two/parts HTTP/1.0\r\n");
+  // A whole request on a second connection, answered and printed: the
+  // server has read the first part by now (it arrived before this connect).
+  assertEquals(
+    await request(server.port, "GET /other/and/a/longer/path HTTP/1.0\r\n\r\n"),
+    RESPONSE,
+  );
+  await server.waitFor(`${DASHES}\nGET /other/and/a/longer/path HTTP/1.0\r\n`);
+  await slow.write("X: \x1b\u00e9\r\n\r\n");
+  assertEquals(decoder.decode(await slow.readUntilClose()), RESPONSE);
+  server.kill("SIGINT");
+  assertEquals((await server.exit()).code, 0);
+  const lines = server.stderr.trimEnd().split("\n");
+  const slowLines = lines.filter((line) =>
+    line.startsWith("trace: connection 1:")
+  );
+  assertEquals(slowLines, [
+    'trace: connection 1: EPOLLIN, read 25 bytes "GET /two/parts HTTP/1.0\\x0d\\x0a", head not complete (25 bytes so far)',
+    'trace: connection 1: EPOLLIN, read 10 bytes "X: \\x1b\\xc3\\xa9\\x0d\\x0a\\x0d\\x0a", head complete',
+    `trace: connection 1: EPOLLOUT, sent ${RESPONSE.length} bytes, all sent`,
+    "trace: connection 1: EPOLLHUP, closed",
+  ]);
+  assertMatch(
+    lines[0],
+    /^trace: listening socket: accepted connection 1 from 127\.0\.0\.1:\d+, registered for EPOLLIN$/,
+  );
+  // A long read is cut to 32 bytes, then "...".
+  assert(
+    lines.includes(
+      'trace: connection 2: EPOLLIN, read 41 bytes "GET /other/and/a/longer/path HTT...", head complete',
+    ),
+    server.stderr,
+  );
+  // Every line is a trace line: nothing but the trace goes to stderr.
+  for (const line of lines) assertMatch(line, /^trace: /);
+});
+
+/** Without `--trace`, nothing is traced. */
+Deno.test("2_4: without --trace, stderr stays empty", async () => {
+  await using server = await startRecipe(FILE);
+  assertEquals(await request(server.port, "GET / HTTP/1.0\r\n\r\n"), RESPONSE);
+  server.kill("SIGINT");
+  assertEquals((await server.exit()).code, 0);
+  assertEquals(server.stderr, "");
 });
 
 Deno.test({

@@ -1,13 +1,17 @@
 /**
  * The benchmark end to end: `deno task bench` (with the task's own
  * permissions) on one cheap scenario for one second, writing into a
- * throwaway folder under bench/ so the committed bench/results.* are never
- * touched. These tests check that the table, results.md and results.svg come
- * out well-formed and agree with each other; no test asserts a speed.
+ * throwaway folder, so the committed bench/results.* are never touched (a
+ * test checks they are not). These tests check that the table, results.md
+ * and results.svg come out well-formed and agree with each other; no test
+ * asserts a speed.
  */
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { DENO, run } from "./harness.ts";
+import { bookScript, DENO, run } from "./harness.ts";
+import { bookDir, bookSpec } from "../bench/book.ts";
+import { Server } from "../bench/servers.ts";
+import { exchange } from "../bench/net.ts";
 
 const BENCH_MS = 180_000;
 
@@ -16,7 +20,13 @@ interface TableRow {
   server: string;
   load: string;
   rate: string;
+  p50: string;
+  /** "fewest / most" replies per connection against the mean, or "-". */
+  fair: string;
+  /** The load generator's share of its core, "37%", or "-". */
+  cpu: string;
   errors: string;
+  note: string;
 }
 
 /** The rows of the plain-text table (columns are two or more spaces apart). */
@@ -32,28 +42,54 @@ function stdoutRows(stdout: string): TableRow[] {
     if (line.trim() === "") break;
     const cells = line.split(/\s{2,}/);
     assert(cells.length >= 8, `a table line with too few cells: ${line}`);
-    const [scenario, server, load, rate, , , , errors] = cells;
-    rows.push({ scenario, server, load, rate, errors });
+    const [
+      scenario,
+      server,
+      load,
+      rate,
+      ,
+      p50,
+      ,
+      fair,
+      cpu,
+      errors,
+      note = "",
+    ] = cells;
+    rows.push({ scenario, server, load, rate, p50, fair, cpu, errors, note });
   }
   return rows;
 }
 
 /** The rows of the markdown table in results.md. */
 function markdownRows(md: string): TableRow[] {
-  const lines = md.split("\n").filter((l) => l.startsWith("| "));
+  const all = md.split("\n");
+  const header = all.findIndex((l) => l.startsWith("| scenario |"));
   assertMatch(
-    lines[0] ?? "",
-    /^\| scenario \| server \| load \| rate \| unit \| p50 ms \| p99 ms \| errors \| notes \|$/,
+    all[header] ?? "",
+    /^\| scenario \| server \| load \| rate \| unit \| p50 ms \| p99 ms \| fewest\/most \| load CPU \| errors \| notes \|$/,
   );
-  return lines.slice(1).map((line) => {
+  const end = all.findIndex((l, i) => i > header && !l.startsWith("|"));
+  const lines = all.slice(header + 2, end < 0 ? undefined : end);
+  return lines.map((line) => {
     const cells = line.slice(2, -2).split(" | ");
     assertEquals(
       cells.length,
-      9,
+      11,
       `a markdown row with the wrong cell count: ${line}`,
     );
-    const [scenario, server, load, rate, , , , errors] = cells;
-    return { scenario, server, load, rate, errors };
+    const [scenario, server, load, rate, , p50, , fair, cpu, errors, note] =
+      cells;
+    return {
+      scenario,
+      server,
+      load,
+      rate,
+      p50,
+      fair,
+      cpu,
+      errors,
+      note: note.replaceAll("\\|", "|"),
+    };
   });
 }
 
@@ -109,17 +145,57 @@ async function withOutDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg that agree", async () => {
-  await withOutDir(async (dir) => {
-    const result = await run(DENO, [
-      "task",
-      "bench",
+/** Splits the command bench.ts prints (words, or '...' quoted as a POSIX shell does). */
+function shellWords(line: string): string[] {
+  return [...line.matchAll(/'((?:[^']|'\\'')*)'|(\S+)/g)].map((m) =>
+    m[1] !== undefined ? m[1].replaceAll("'\\''", "'") : m[2]
+  );
+}
+
+/** The committed results, to show a run without --save leaves them alone. */
+async function committedResults(): Promise<string[]> {
+  return await Promise.all(
+    ["bench/results.md", "bench/results.svg"].map((f) =>
+      Deno.readTextFile(f).catch(() => "(absent)")
+    ),
+  );
+}
+
+Deno.test("bench: an --out outside bench/ is refused before the run with the command that works; that command writes there, bench/results.* untouched", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-out-" });
+  const before = await committedResults();
+  try {
+    const args = [
       "--seconds=1",
+      "--warmup=0",
       "--only=2_5",
+      "--vs=book",
+      "--held=300",
       `--out=${dir}`,
-    ], {
-      ms: BENCH_MS,
-    });
+    ];
+    const began = performance.now();
+    const refused = await run(DENO, ["task", "bench", ...args]);
+    assertEquals(refused.code, 2, refused.stdout + refused.stderr);
+    assert(
+      !/^== /m.test(refused.stdout),
+      `refused before any scenario ran:\n${refused.stdout}`,
+    );
+    assert(
+      performance.now() - began < 10_000,
+      "refused at once, not after the run",
+    );
+    const suggested = /\n {2}(deno run .+)$/m.exec(refused.stderr)?.[1];
+    if (!suggested) {
+      throw new Error(`no command to run instead in:\n${refused.stderr}`);
+    }
+    const words = shellWords(suggested);
+    assert(
+      words.some((w) => w.startsWith("--allow-write=") && w.includes(dir)),
+      `the command grants ${dir}: ${suggested}`,
+    );
+    for (const arg of args) assert(words.includes(arg), `keeps ${arg}`);
+
+    const result = await run(DENO, words.slice(1), { ms: BENCH_MS });
     assertEquals(result.code, 0, `${result.stdout}\n${result.stderr}`);
     assertMatch(result.stdout, /^== 2_5 /m);
     assertMatch(result.stdout, /(Pinned with taskset|Not pinned to cores): /);
@@ -130,8 +206,25 @@ Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg 
       "1 connection",
       "50 connections",
       "500 connections",
+      "300 held open",
     ]);
-    for (const row of ours) {
+    const [one, fifty, fiveHundred, held] = ours;
+    assertEquals(one.fair, "-", "one connection has no fairness figures");
+    for (const row of [fifty, fiveHundred]) {
+      const fair = /^(\d+\.\d\d) \/ (\d+\.\d\d)$/.exec(row.fair);
+      if (!fair) {
+        throw new Error(`no fewest / most against the mean: ${row.fair}`);
+      }
+      assert(Number(fair[1]) <= 1 && Number(fair[2]) >= 1, row.fair);
+    }
+    for (const row of [one, fifty, fiveHundred]) {
+      assertMatch(row.cpu, /^\d+%$/, "the generator's CPU was measured");
+      const bound = Number(row.cpu.slice(0, -1)) >= 90;
+      assertEquals(/load-bound/.test(row.note), bound, row.note);
+    }
+    assertMatch(held.rate, /^\d[\d,]*\.?\d*$/, "KB per connection measured");
+    assertMatch(held.note, /^300 held, (PSS|RSS)/);
+    for (const row of [one, fifty, fiveHundred]) {
       assertMatch(
         row.rate,
         /^[\d,]+$/,
@@ -146,9 +239,12 @@ Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg 
     const peer = rows.filter((r) => r.server === "Node net (peer)");
     assertEquals(
       peer.length,
-      3,
+      4,
       "the Node peer has its rows (timed, or MISSING without node)",
     );
+    const book = rows.filter((r) => r.server === "2_5 (book, Python)");
+    assertEquals(book.map((r) => r.rate), Array(4).fill("SKIPPED"));
+    for (const row of book) assertMatch(row.note, /diesel.*Python 3/);
     assert(rows.every((r) => r.scenario === "2_5"));
 
     const md = await Deno.readTextFile(`${dir}/results.md`);
@@ -169,21 +265,51 @@ Deno.test("bench: 2_5 for one second writes a table, results.md and results.svg 
     const svg = await Deno.readTextFile(`${dir}/results.svg`);
     assertWellFormedSvg(svg);
     const texts = svgTexts(svg);
-    for (const row of rows.filter((r) => /^[\d,.]+$/.test(r.rate))) {
-      assert(
-        texts.includes(row.rate),
-        `the chart labels the bar for ${row.server}, ${row.load} with ${row.rate}`,
-      );
-      assert(
-        texts.includes(`${row.load} · ${row.server}`),
-        `the chart has a bar for ${row.server}, ${row.load}`,
-      );
+    for (
+      const title of [
+        "start one connection (ms)",
+        "memory per connection (KB)",
+        "served per second, one core",
+        "2_5 · one event loop: echo",
+        "ours (Deno)",
+        ...(/^[\d,]+$/.test(peer[0].rate) ? ["Node net"] : []),
+      ]
+    ) {
+      assert(texts.includes(title), `the chart shows "${title}"`);
     }
+    const best = Math.max(
+      ...[one, fifty, fiveHundred].map((r) =>
+        Number(r.rate.replaceAll(",", ""))
+      ),
+    ).toLocaleString("en-US");
     assert(
-      texts.some((t) => t.includes("round trips/s")),
-      "the panel names its unit",
+      texts.includes(`${best} round trips/s`),
+      `the chart labels ours with its best rate, ${best} round trips/s`,
     );
-  });
+    assert(
+      texts.includes(`${held.rate} KB`),
+      `the chart labels ours with its memory, ${held.rate} KB`,
+    );
+    assert(
+      texts.includes(`${held.p50} ms`),
+      `the chart labels ours with its start time, ${held.p50} ms`,
+    );
+    assertEquals(
+      await committedResults(),
+      before,
+      "without --save, bench/results.md and bench/results.svg are unchanged",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench: the default output folder, bench/out/, is ignored by git", async () => {
+  const help = await run(DENO, ["task", "bench", "--help"]);
+  assertMatch(help.stdout, /--out DIR .*\(default: bench\/out/);
+  assertMatch(help.stdout, /--save /);
+  const ignored = (await Deno.readTextFile(".gitignore")).split("\n");
+  assert(ignored.includes("bench/out/"), ".gitignore lists bench/out/");
 });
 
 Deno.test("bench: a --vs server that fails its check is reported FAILED, not timed", async () => {
@@ -195,7 +321,9 @@ Deno.test("bench: a --vs server that fails its check is reported FAILED, not tim
       "task",
       "bench",
       "--seconds=1",
+      "--warmup=0",
       "--only=2_5",
+      "--held=100",
       `--vs=${vs}`,
       `--out=${dir}`,
     ], {
@@ -204,13 +332,13 @@ Deno.test("bench: a --vs server that fails its check is reported FAILED, not tim
     assertEquals(result.code, 0, `${result.stdout}\n${result.stderr}`);
     const rows = stdoutRows(result.stdout);
     const other = rows.filter((r) => r.server.startsWith("vs: deno run"));
-    assertEquals(other.length, 3);
+    assertEquals(other.length, 4);
     for (const row of other) {
       assertEquals(row.rate, "FAILED");
       assertEquals(row.errors, "-");
     }
     assertMatch(result.stdout, /FAILED.*check/);
-    assertEquals(rows.filter((r) => r.server === "2_5 (ours)").length, 3);
+    assertEquals(rows.filter((r) => r.server === "2_5 (ours)").length, 4);
     assertEquals(
       markdownRows(await Deno.readTextFile(`${dir}/results.md`)),
       rows,
@@ -224,6 +352,8 @@ Deno.test("bench: bad arguments print the usage and exit 2", async () => {
     const bad of [
       ["--seconds=0"],
       ["--seconds=fast"],
+      ["--warmup=-1"],
+      ["--held=0"],
       ["--only=9_9"],
       ["--vs=python3 server.py"],
       ["--vs=python3 server.py --port={port}"],
@@ -247,3 +377,54 @@ Deno.test("bench: bad arguments print the usage and exit 2", async () => {
   assertEquals(help.code, 0);
   assertMatch(help.stdout, /usage: bench\.ts .*--only NAMES/);
 });
+
+/** `--vs=book` says why it skips what it cannot run: no BOOK_DIR, no such script, or 2_5's diesel. */
+Deno.test("bench: the book's scripts that cannot run are skipped with the reason", async () => {
+  assertMatch(
+    (await bookSpec("2_1", undefined)).skip ?? "",
+    /BOOK_DIR is not set/,
+  );
+  assertMatch(
+    (await bookSpec("2_4", undefined)).skip ?? "",
+    /BOOK_DIR is not set/,
+  );
+  assertMatch((await bookSpec("2_5", "/any")).skip ?? "", /diesel.*Python 3/);
+  if (bookScript("2_1_forking_mixin_socket_server.py").path) {
+    assertMatch(
+      (await bookSpec("2_1", "/nonexistent-book")).skip ?? "",
+      /no 2_1_forking_mixin_socket_server\.py in BOOK_DIR/,
+    );
+  }
+});
+
+/** The book's 2_1 and 2_2 run a demo and exit; the wrapper serves their own server classes on a port. */
+for (
+  const [id, file, reply] of [
+    ["2_1", "2_1_forking_mixin_socket_server.py", /^\d+: Hello echo server!$/],
+    [
+      "2_2",
+      "2_2_threading_mixin_socket_server.py",
+      /^Thread-\d+.*: b'Hello echo server!'$/,
+    ],
+  ] as const
+) {
+  const script = bookScript(file);
+  Deno.test({
+    name: `bench: --vs=book serves the book's ${id} server class (${
+      script.skip ?? "BOOK_DIR"
+    })`,
+    ignore: script.skip !== undefined,
+    async fn() {
+      const spec = await bookSpec(id, bookDir());
+      assertEquals(spec.skip, undefined);
+      const server = await Server.start(spec, []);
+      try {
+        for (let i = 0; i < 2; i++) {
+          assertMatch(await exchange(server.port, "Hello echo server!"), reply);
+        }
+      } finally {
+        await server.stop();
+      }
+    },
+  });
+}

@@ -138,9 +138,58 @@ export const SESSIONS: Record<string, () => Promise<string>> = {
   "2_5": echoSession,
 };
 
-/** Hides what differs from run to run: PIDs, ports, connection numbers. */
+/**
+ * A traced per-connection server (2_1 or 2_2): its terminal, one nc client,
+ * then the trace it wrote to trace.log (its stderr), as a reader would see it
+ * after `deno task 2_x --serve --port=8800 --trace 2>trace.log` and Ctrl-C.
+ */
+async function tracedSession(
+  task: string,
+  file: string,
+  permissions: string[],
+  ended: RegExp,
+): Promise<string> {
+  await using server = await startRecipe(file, {
+    args: ["--serve", "--trace"],
+    permissions,
+  });
+  await using client = await TestClient.connect(server.port);
+  await client.write("Hello echo server!");
+  await client.closeWrite(); // what nc -N does at the end of its input
+  const reply = new TextDecoder().decode(await client.readUntilClose());
+  client.close();
+  await server.waitFor(ended);
+  server.kill("SIGINT");
+  await server.exit();
+  return [
+    terminal(
+      `deno task ${task} --serve --port=8800 --trace 2>trace.log`,
+      showPort(server.stdout, server.port),
+    ),
+    terminal("printf 'Hello echo server!' | nc -N localhost 8800", reply),
+    terminal("cat trace.log", showPort(server.stderr, server.port)),
+  ].join("\n\n");
+}
+
+SESSIONS["2_1-trace"] = () =>
+  tracedSession(
+    "2_1",
+    "2_1_forking_mixin_socket_server.ts",
+    [ALLOW_NET, "--allow-run=deno"],
+    /exited with code 0/,
+  );
+SESSIONS["2_2-trace"] = () =>
+  tracedSession(
+    "2_2",
+    "2_2_threading_mixin_socket_server.ts",
+    [ALLOW_NET, "--allow-read=2_2_threading_mixin_socket_server.ts"],
+    /; terminated/,
+  );
+
+/** Hides what differs from run to run: PIDs, ports, connection numbers, timings. */
 export function normalize(text: string): string {
-  return text.replace(/curl\/[\d.]+/g, "curl/N").replace(/\d{3,}/g, "N");
+  return text.replace(/\d+\.\d ms\b/g, "N ms") // timings in --trace lines
+    .replace(/curl\/[\d.]+/g, "curl/N").replace(/\d{3,}/g, "N");
 }
 
 const BLOCK =
