@@ -107,22 +107,6 @@ export function lineEnd(
 }
 
 /**
- * Resolves on the event loop's next turn, after the I/O it has waiting.
- *
- * Why a connection waits for it before each read: Deno tries every read
- * once at the moment it is called, and a read whose bytes are already there
- * completes without going back to the event loop. Under load, a connection
- * whose client answers fast is served again and again that way, while the
- * reads that had to wait for the loop (the other clients) wait for it to
- * come round, sometimes over a second. Waiting for `setImmediate` (a turn of
- * the loop, about a microsecond) first serves each connection at most once
- * per turn, as Node's loop does: fair, and barely slower.
- */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/**
  * Reply buffers shared by every connection: `send()` takes one, writes from
  * it, and gives it back, so an idle connection holds no reply buffer (10,000
  * idle connections would otherwise hold 10,000 of them).
@@ -167,7 +151,6 @@ export class DieselConnection {
       }
       searchFrom = pending.length;
       this.#makeRoom();
-      await nextTurn();
       const space = this.#buffer.subarray(this.#end);
       const n = await this.conn.read(space);
       if (n === null) this.#eof = true;
