@@ -52,6 +52,8 @@ import { delay } from "@std/async/delay";
 const FILE = "2_5_echo_server_with_diesel.ts";
 const SERVER_HOST = "localhost";
 const ACCEPT_PAUSE_MS = 100;
+/** How long, after its shutdown, the script waits for forwarded SIGINTs. */
+const SIGNAL_GRACE_MS = 100;
 const MAX_LINE_BYTES = 64 * 1024;
 /** An idle connection's read buffer: a pending read holds it until data comes. */
 const IDLE_READ_BYTES = 256;
@@ -434,9 +436,13 @@ if (import.meta.main) {
     ? (line) => console.error(`trace: ${line}`)
     : undefined;
   await main(port, args.host, trace);
-  // Exit at once, with the signal listeners still in place. Left to end by
-  // itself, Deno first tears the runtime down, and a SIGINT arriving then
-  // finds no listener and kills the process with 130: `deno task` forwards a
-  // terminal's Ctrl-C to the script, so one more SIGINT often comes just then.
+  // A terminal's Ctrl-C reaches `deno task` and this script at once, and
+  // `deno task` then forwards it to the script: more SIGINTs come a moment
+  // after the first. While the listeners are in place they do nothing (the
+  // shutdown is done), but a SIGINT that comes while the process is ending
+  // finds none and kills it with 130. So the script waits SIGNAL_GRACE_MS
+  // for the forwarded ones, then ends with Deno.exit(0) at once (ending by
+  // itself, Deno would first tear the runtime down, a longer window).
+  await delay(SIGNAL_GRACE_MS);
   Deno.exit(0);
 }
