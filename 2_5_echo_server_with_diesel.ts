@@ -52,6 +52,8 @@ import { delay } from "@std/async/delay";
 const FILE = "2_5_echo_server_with_diesel.ts";
 const SERVER_HOST = "localhost";
 const ACCEPT_PAUSE_MS = 100;
+/** How long, after its shutdown, the script waits for forwarded SIGINTs. */
+const SIGNAL_GRACE_MS = 100;
 const MAX_LINE_BYTES = 64 * 1024;
 /** An idle connection's read buffer: a pending read holds it until data comes. */
 const IDLE_READ_BYTES = 256;
@@ -65,7 +67,8 @@ const YOU_SAID = new TextEncoder().encode("You said: ");
 const LINE_TOO_LONG = new TextEncoder().encode(
   `Error: line longer than ${MAX_LINE_BYTES} bytes, closing the connection\n`,
 );
-const USAGE = `usage: ${FILE} [-h] --port PORT [--host HOST]`;
+const PREVIEW_BYTES = 32;
+const USAGE = `usage: ${FILE} [-h] --port PORT [--host HOST] [--trace]`;
 const HELP = `${USAGE}
 
 Echo server example with Diesel, ported to Deno
@@ -73,7 +76,9 @@ Echo server example with Diesel, ported to Deno
 options:
   -h, --help   show this help message and exit
   --port PORT  port to listen on (0 picks a free port)
-  --host HOST  address to listen on (default: ${SERVER_HOST})`;
+  --host HOST  address to listen on (default: ${SERVER_HOST})
+  --trace      print each line read and each reply written, per client, on
+               stderr`;
 
 class LineTooLongError extends Error {}
 
@@ -101,22 +106,6 @@ export function lineEnd(
   if (length - terminatorPart > maxLine) return { kind: "too long" };
   if (newline < 0) return { kind: "partial" };
   return { kind: "line", end: newline + 1 };
-}
-
-/**
- * Resolves on the event loop's next turn, after the I/O it has waiting.
- *
- * Why a connection waits for it before each read: Deno tries every read
- * once at the moment it is called, and a read whose bytes are already there
- * completes without going back to the event loop. Under load, a connection
- * whose client answers fast is served again and again that way, while the
- * reads that had to wait for the loop (the other clients) wait for it to
- * come round, sometimes over a second. Waiting for `setImmediate` (a turn of
- * the loop, about a microsecond) first serves each connection at most once
- * per turn, as Node's loop does: fair, and barely slower.
- */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**
@@ -164,7 +153,6 @@ export class DieselConnection {
       }
       searchFrom = pending.length;
       this.#makeRoom();
-      await nextTurn();
       const space = this.#buffer.subarray(this.#end);
       const n = await this.conn.read(space);
       if (n === null) this.#eof = true;
@@ -239,6 +227,29 @@ export class DieselConnection {
   }
 }
 
+/**
+ * Client data as a trace line shows it: at most 32 bytes, in double quotes,
+ * every byte that is not printable ASCII (and `"` and `\`) as \xNN, then
+ * `...` if there was more. The parts are shown as one run of bytes.
+ */
+export function preview(...parts: Uint8Array[]): string {
+  let text = "";
+  let shown = 0;
+  let total = 0;
+  for (const part of parts) {
+    total += part.length;
+    for (const byte of part.subarray(0, PREVIEW_BYTES - shown)) {
+      const plain = byte >= 0x20 && byte < 0x7f && byte !== 0x22 &&
+        byte !== 0x5c;
+      text += plain
+        ? String.fromCharCode(byte)
+        : `\\x${byte.toString(16).padStart(2, "0")}`;
+      shown++;
+    }
+  }
+  return `"${text}${total > PREVIEW_BYTES ? "..." : ""}"`;
+}
+
 /** Closes a connection, ignoring "already closed". */
 function closeQuietly(conn: Deno.Conn): void {
   try {
@@ -254,6 +265,13 @@ export class EchoServer {
   readonly connections = new Set<Deno.TcpConn>();
   /** Set by shutdown: a handler's read or write that fails now was closed by it. */
   shuttingDown = false;
+  /**
+   * `trace`, when given (`--trace`), gets one line per line read and per
+   * reply written. When it is not, each `this.trace?.(...)` below stops at
+   * the `?.`, before its message is built: tracing off costs nothing.
+   */
+  constructor(readonly trace?: (line: string) => void) {}
+
   /** Resolved when shutdown has begun and the last handler has ended. */
   readonly #allEnded = Promise.withResolvers<void>();
 
@@ -272,8 +290,19 @@ export class EchoServer {
     try {
       while (true) {
         const message = await client.untilEol();
-        if (message === null) break;
+        if (message === null) {
+          this.trace?.(`${host}:${port}: until_eol() found the end`);
+          break;
+        }
+        this.trace?.(
+          `${host}:${port}: until_eol() read ${message.length} bytes ` +
+            preview(message),
+        );
         await client.send(YOU_SAID, message); // "You said: " + message
+        this.trace?.(
+          `${host}:${port}: send() wrote ${YOU_SAID.length + message.length} ` +
+            `bytes ${preview(YOU_SAID, message)}`,
+        );
       }
     } catch (error) {
       if (this.shuttingDown) {
@@ -316,7 +345,11 @@ function netPermission(host: string): string {
 }
 
 /** diesel.Application + diesel.Service(handler, port), then app.run(). */
-export async function main(port: number, host = SERVER_HOST): Promise<void> {
+export async function main(
+  port: number,
+  host = SERVER_HOST,
+  trace?: (line: string) => void,
+): Promise<void> {
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname: host, port });
@@ -335,7 +368,7 @@ export async function main(port: number, host = SERVER_HOST): Promise<void> {
     }
     Deno.exit(1);
   }
-  const server = new EchoServer();
+  const server = new EchoServer(trace);
 
   // One shutdown, however many signals arrive: a terminal's Ctrl-C under
   // `deno task` reaches the task runner and this script, so a second SIGINT
@@ -382,7 +415,7 @@ function argumentError(message: string): never {
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
     string: ["port", "host"],
-    boolean: ["help"],
+    boolean: ["help", "trace"],
     alias: { h: "help" },
     default: { host: SERVER_HOST },
     unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
@@ -398,10 +431,18 @@ if (import.meta.main) {
   if (!/^\d+$/.test(args.port) || port > 65535) {
     argumentError(`argument --port: invalid port value: '${args.port}'`);
   }
-  await main(port, args.host);
-  // Exit at once, with the signal listeners still in place. Left to end by
-  // itself, Deno first tears the runtime down, and a SIGINT arriving then
-  // finds no listener and kills the process with 130: `deno task` forwards a
-  // terminal's Ctrl-C to the script, so one more SIGINT often comes just then.
+  // One line on stderr per line read and reply written, only with --trace.
+  const trace: ((line: string) => void) | undefined = args.trace
+    ? (line) => console.error(`trace: ${line}`)
+    : undefined;
+  await main(port, args.host, trace);
+  // A terminal's Ctrl-C reaches `deno task` and this script at once, and
+  // `deno task` then forwards it to the script: more SIGINTs come a moment
+  // after the first. While the listeners are in place they do nothing (the
+  // shutdown is done), but a SIGINT that comes while the process is ending
+  // finds none and kills it with 130. So the script waits SIGNAL_GRACE_MS
+  // for the forwarded ones, then ends with Deno.exit(0) at once (ending by
+  // itself, Deno would first tear the runtime down, a longer window).
+  await delay(SIGNAL_GRACE_MS);
   Deno.exit(0);
 }

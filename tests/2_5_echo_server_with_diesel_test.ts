@@ -146,7 +146,35 @@ Deno.test("2_5: SIGINT and SIGTERM close every connection and exit 0", async () 
       server.transcript,
     );
     assertNotMatch(server.stdout, /dropped/);
+    assertEquals(server.stderr, "", "no trace without --trace");
   }
+});
+
+/** `--trace`: one stderr line per line read and reply written, client data escaped and cut at 32 bytes. */
+Deno.test("2_5: --trace prints each line read and each reply written", async () => {
+  await using server = await startRecipe(FILE, { args: ["--trace"] });
+  await using client = await TestClient.connect(server.port);
+  const [, who] = await server.waitFor(/connected from: (\S+)\n/);
+  await client.write("Hello Diesel\r\n");
+  assertEquals(await client.readLine(), "You said: Hello Diesel\r\n");
+  // 50 bytes: the trace shows the first 32, escaped (9 here, then 23 z).
+  const long = `"q" \\ \u00e9 ${"z".repeat(40)}\n`;
+  await client.write(long);
+  assertEquals(await client.readLine(), `You said: ${long}`);
+  await client.closeWrite();
+  assert(await client.closedByPeer());
+  await server.waitFor(/disconnected\n/);
+  server.kill("SIGINT");
+  assertEquals((await server.exit()).code, 0);
+  assertEquals(server.stderr.split("\n").filter((l) => l !== ""), [
+    `trace: ${who}: until_eol() read 14 bytes "Hello Diesel\\x0d\\x0a"`,
+    `trace: ${who}: send() wrote 24 bytes "You said: Hello Diesel\\x0d\\x0a"`,
+    `trace: ${who}: until_eol() read 50 bytes ` +
+    `"\\x22q\\x22 \\x5c \\xc3\\xa9 ${"z".repeat(23)}..."`,
+    `trace: ${who}: send() wrote 60 bytes ` +
+    `"You said: \\x22q\\x22 \\x5c \\xc3\\xa9 ${"z".repeat(13)}..."`,
+    `trace: ${who}: until_eol() found the end`,
+  ]);
 });
 
 /** A terminal's Ctrl-C signals `deno task` and the script at once: one shutdown line and exit 0, every time (it is a race, so many times over). */

@@ -213,6 +213,49 @@ SESSIONS["2_2-trace"] = () =>
     /; terminated/,
   );
 
+/**
+ * 2_5 traced: two nc clients take turns, and trace.log (the server's stderr)
+ * shows the one loop serving both, as after
+ * `deno task 2_5 --port=8800 --trace 2>trace.log` and Ctrl-C.
+ */
+async function echoTracedSession(): Promise<string> {
+  await using server = await startRecipe("2_5_echo_server_with_diesel.ts", {
+    args: ["--trace"],
+  });
+  await using first = await TestClient.connect(server.port);
+  await server.waitFor(/connected from/);
+  await using second = await TestClient.connect(server.port);
+  await server.waitFor(/connected from/);
+  const views: string[][] = [[], []];
+  for (
+    const [client, view, line] of [
+      [first, views[0], "Hello Diesel"],
+      [second, views[1], "Hi from the second terminal"],
+      [first, views[0], "Still here"],
+    ] as const
+  ) {
+    await client.write(`${line}\n`);
+    view.push(line, (await client.readLine()).trimEnd());
+  }
+  first.close();
+  await server.waitFor(/disconnected\n/);
+  second.close();
+  await server.waitFor(/disconnected\n/);
+  server.kill("SIGINT");
+  await server.exit();
+  return [
+    terminal(
+      "deno task 2_5 --port=8800 --trace 2>trace.log",
+      showPort(server.stdout, server.port),
+    ),
+    terminal("nc localhost 8800", views[0].join("\n")),
+    terminal("nc localhost 8800", views[1].join("\n")),
+    terminal("cat trace.log", showPort(server.stderr, server.port)),
+  ].join("\n\n");
+}
+
+SESSIONS["2_5-trace"] = echoTracedSession;
+
 /** Hides what differs from run to run: PIDs, ports, connection numbers, timings. */
 export function normalize(text: string): string {
   return text.replace(/\d+\.\d ms\b/g, "N ms") // timings in --trace lines
