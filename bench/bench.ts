@@ -25,6 +25,28 @@
  * reader's BOOK_DIR beside ours and the peers, in every scenario they can
  * serve (bench/book.ts; the rows of those they cannot say why); `--vs` with a
  * command runs any other server through the scenario chosen with --only.
+ *
+ * The modules, from the command line down:
+ *
+ *     bench.ts        the command line, and measure(): one row per server and load
+ *     scenarios.ts    the five scenarios: which servers, the correctness check, the loads
+ *     servers.ts      starting a server (pinned), its ready line, stopping it
+ *     book.ts         --vs=book: the book's scripts from BOOK_DIR, or why one is skipped
+ *     load.ts         the Deno load generators: HTTP, line echo, a connection per message
+ *     chat_load.ts    the 2_3 load (joins, one sender, W in flight), over chat_client.ts
+ *     wrk.ts          the 2_4 load under wrk, and parsing its report
+ *     memory.ts       the memory scenario: connections held open, a process tree's
+ *                     PSS (/proc, read by python3), the open-file limit
+ *     costs.ts        the mechanisms' floors: a Deno process, a Worker, fork(), a thread
+ *     net.ts          connect, write all, read to the close, the watchdog
+ *     stats.ts        LoadResult, latency samples, errors, fairness, the CPU meter
+ *     machine.ts      the machine's description and the core pinning
+ *     report.ts       the terminal table, results.md and the chart (results.svg)
+ *     peers/          the peer servers (a minimal Deno server, Node http and net)
+ *
+ * Nothing here keeps state at module level: main() builds a Session that it
+ * hands to measure(), and every result is a named type (Row, LoadResult,
+ * HeldResult, Cost).
  */
 
 import { parseArgs } from "@std/cli/parse-args";
@@ -104,6 +126,22 @@ function firstLine(error: unknown): string {
   return line.length > 140 ? line.slice(0, 137) + "..." : line;
 }
 
+/** What one measure() gave: its row, and whether the server failed before it could be timed. */
+interface Measured {
+  row: Row;
+  /** Missing, not starting, or failing its check: so for its other loads too. */
+  untimed: boolean;
+}
+
+/** What main() decided once for every measure(), and the server running now (for Ctrl-C). */
+interface Session {
+  /** Prefix that pins a server, e.g. ["taskset", "-c", "1"]. */
+  pin: string[];
+  ctx: Context;
+  phases: Phases;
+  current?: Server;
+}
+
 /**
  * One row: start the server, check it, warm it up and time it under `load`,
  * stop it. Every load gets a fresh server, so one run cannot spoil the next.
@@ -111,23 +149,24 @@ function firstLine(error: unknown): string {
  * starting, or failing its check), which will not change for its next load.
  */
 async function measure(
+  session: Session,
   base: Row,
   scenario: Scenario,
   spec: ServerSpec,
   load: Load,
-): Promise<[Row, boolean]> {
-  const { pin, ctx, phases } = run;
+): Promise<Measured> {
+  const { pin, ctx, phases } = session;
   const what = `   ${base.load} (${base.generator}):`;
   try {
-    run.current = await Server.start(spec, pin);
+    session.current = await Server.start(spec, pin);
   } catch (error) {
     const missing = error instanceof MissingError ||
       /NotFound|No such file/.test(String(error));
     const status = missing ? "missing" : "failed";
     console.log(`${what} ${status.toUpperCase()}: ${(error as Error).message}`);
-    return [{ ...base, status, note: firstLine(error) }, true];
+    return { row: { ...base, status, note: firstLine(error) }, untimed: true };
   }
-  const server = run.current;
+  const server = session.current;
   try {
     let checked: Checked;
     try {
@@ -141,7 +180,10 @@ async function measure(
         `${what} FAILED its correctness check: ${(error as Error).message}` +
           (server.tail ? `\n${server.tail}` : ""),
       );
-      return [{ ...base, status: "failed", note: firstLine(error) }, true];
+      return {
+        row: { ...base, status: "failed", note: firstLine(error) },
+        untimed: true,
+      };
     }
     console.log(
       `${what} answers correctly on port ${server.port}; ` +
@@ -171,14 +213,17 @@ async function measure(
         } held; a connection starts in ${formatMs(held.startMs)} ms` +
           `${notes.length ? ` (${notes.join("; ")})` : ""}`,
       );
-      return [{
-        ...base,
-        rate: held.kbPerConnection,
-        p50: held.startMs,
-        held: held.held,
-        errors,
-        note: notes.join("; "),
-      }, false];
+      return {
+        row: {
+          ...base,
+          rate: held.kbPerConnection,
+          p50: held.startMs,
+          held: held.held,
+          errors,
+          note: notes.join("; "),
+        },
+        untimed: false,
+      };
     }
     const rate = result.count / result.seconds;
     const fair = fairness(result.perConnection);
@@ -201,27 +246,33 @@ async function measure(
     );
     const { p50, p99 } = result;
     const note = notes.join("; ");
-    return [{
-      ...base,
-      rate,
-      p50,
-      p99,
-      errors,
-      note,
-      fewest: fair?.fewest,
-      most: fair?.most,
-      loadCpu,
-    }, false];
+    return {
+      row: {
+        ...base,
+        rate,
+        p50,
+        p99,
+        errors,
+        note,
+        fewest: fair?.fewest,
+        most: fair?.most,
+        loadCpu,
+      },
+      untimed: false,
+    };
   } catch (error) {
     console.log(
       `   FAILED: ${(error as Error).message}` +
         (server.exited ? `\n${server.tail}` : ""),
     );
-    return [{ ...base, status: "failed", note: firstLine(error) }, false];
+    return {
+      row: { ...base, status: "failed", note: firstLine(error) },
+      untimed: false,
+    };
   } finally {
     const how = await server.stop();
     if (how !== "exit 0") console.log(`   stopped: ${how}`);
-    run.current = undefined;
+    session.current = undefined;
   }
 }
 
@@ -294,13 +345,6 @@ async function commandWithWrite(dir: string): Promise<string> {
 function shown(word: string): string {
   return word.includes("\n") ? "<wrapper script>" : word;
 }
-
-/** What main() decided, for measure(). */
-const run: { pin: string[]; ctx: Context; phases: Phases; current?: Server } = {
-  pin: [],
-  ctx: { loadPin: [], useWrk: false, vsFrame: "pickle" },
-  phases: { warmup: 1, seconds: 5 },
-};
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
@@ -393,8 +437,7 @@ if (import.meta.main) {
   const pinning = await pin(navigator.hardwareConcurrency);
   const useWrk = !args["no-wrk"] && installed("wrk");
   const machine = await describeMachine(pinning, seconds, warmup);
-  run.pin = pinning.server;
-  run.ctx = {
+  const ctx: Context = {
     loadPin: pinning.load,
     useWrk,
     vsFrame: args["vs-frame"],
@@ -404,12 +447,15 @@ if (import.meta.main) {
   // it starts inherit its limit: 10,000 connections need more than the
   // usual 1,024 descriptors.
   const files = await raiseOpenFiles(Math.min(held ?? 10_000, 10_000) + 1_000);
-  run.phases = { warmup, seconds };
-  const ctx = run.ctx;
+  const session: Session = {
+    pin: pinning.server,
+    ctx,
+    phases: { warmup, seconds },
+  };
 
   const interrupt = async () => {
     console.log("\nInterrupted: stopping the server under test...");
-    await run.current?.stop();
+    await session.current?.stop();
     Deno.exit(130);
   };
   Deno.addSignalListener("SIGINT", interrupt);
@@ -461,7 +507,13 @@ if (import.meta.main) {
           rows.push({ ...base, status: giveUp.status, note: giveUp.note });
           continue;
         }
-        const [row, untimed] = await measure(base, scenario, spec, load);
+        const { row, untimed } = await measure(
+          session,
+          base,
+          scenario,
+          spec,
+          load,
+        );
         rows.push(row);
         // Missing, not starting or failing its check: so for its other loads.
         if (untimed) giveUp = row;

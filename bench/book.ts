@@ -26,9 +26,9 @@ const FILES: Record<string, string> = {
 };
 
 /** Which class and handler of the book's script the wrapper serves. */
-const SERVE: Record<string, [server: string, handler: string]> = {
-  "2_1": ["ForkingServer", "ForkingServerRequestHandler"],
-  "2_2": ["ThreadedTCPServer", "ThreadedTCPRequestHandler"],
+const SERVE: Record<string, { server: string; handler: string }> = {
+  "2_1": { server: "ForkingServer", handler: "ForkingServerRequestHandler" },
+  "2_2": { server: "ThreadedTCPServer", handler: "ThreadedTCPRequestHandler" },
 };
 
 const LISTENING = /Listening on \S+:(\d+)/;
@@ -104,7 +104,7 @@ export async function bookSpec(
     return {
       label,
       kind: "book",
-      command: ["python3", "-c", WRAPPER, path, ...serve],
+      command: ["python3", "-c", WRAPPER, path, serve.server, serve.handler],
       ready: LISTENING,
     };
   }

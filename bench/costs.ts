@@ -59,7 +59,13 @@ async function worker(): Promise<number> {
 }
 
 /** Python's fork()+exit+wait and Thread start+join, timed by python3 itself. */
-async function python(): Promise<[number, number]> {
+/** Python's costs, in ms. */
+interface PythonStarts {
+  fork: number;
+  thread: number;
+}
+
+async function python(): Promise<PythonStarts> {
   const script = `
 import os, threading, time
 def median(f, n=${N * 10}):
@@ -83,7 +89,7 @@ print(median(fork), median(thread))
   if (code !== 0) throw new Error(`python3 exited ${code}`);
   const [fork, thread] = new TextDecoder().decode(stdout).trim().split(" ")
     .map(Number);
-  return [fork, thread];
+  return { fork, thread };
 }
 
 /** How many at once the memory floors hold (their mean is one's cost). */
@@ -131,7 +137,13 @@ const WAIT = `console.log("ready"); setTimeout(() => {}, 60_000);`;
  * between them, / HELD), and one Deno process's PSS growth when it holds
  * HELD idle Workers (/ HELD).
  */
-async function denoMemory(): Promise<[number | undefined, number | undefined]> {
+/** The Deno floors' memory, in KB (undefined where it could not be measured). */
+interface DenoMemory {
+  processKb?: number;
+  workerKb?: number;
+}
+
+async function denoMemory(): Promise<DenoMemory> {
   const processes: Deno.ChildProcess[] = [];
   let processKb: number | undefined;
   try {
@@ -156,7 +168,7 @@ async function denoMemory(): Promise<[number | undefined, number | undefined]> {
     const workerKb = a !== undefined && b !== undefined
       ? Math.max(0, b - a) / HELD
       : undefined;
-    return [processKb, workerKb];
+    return { processKb, workerKb };
   } finally {
     await stopAll([bare, busy]);
   }
@@ -171,8 +183,8 @@ async function attempt<T>(fn: () => Promise<T>): Promise<T | undefined> {
 }
 
 export async function measureCosts(): Promise<Cost[]> {
-  const [fork, thread] = await attempt(python) ?? [];
-  const [processKb, workerKb] = await attempt(denoMemory) ?? [];
+  const { fork, thread } = await attempt(python) ?? {};
+  const { processKb, workerKb } = await attempt(denoMemory) ?? {};
   return [
     {
       what: "start a Deno process (2_1's handler)",

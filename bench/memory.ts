@@ -162,10 +162,18 @@ export function cpuSeconds(pid: number): Promise<number | undefined> {
   return proc<number>("cpu", String(pid));
 }
 
-/** This process's open-file limit (soft, hard), or undefined without /proc. */
-export async function openFileLimit(): Promise<[number, number] | undefined> {
-  const limit = await proc<[number, number]>("limit");
-  return limit?.map((n) => n < 0 ? Infinity : n) as [number, number];
+/** An open-file limit (RLIMIT_NOFILE). */
+export interface FileLimit {
+  soft: number;
+  hard: number;
+}
+
+/** This process's open-file limit, or undefined without /proc. */
+export async function openFileLimit(): Promise<FileLimit | undefined> {
+  const limit = await proc<number[]>("limit");
+  if (!limit) return undefined;
+  const [soft, hard] = limit.map((n) => n < 0 ? Infinity : n);
+  return { soft, hard };
 }
 
 /**
@@ -176,7 +184,7 @@ export async function openFileLimit(): Promise<[number, number] | undefined> {
 export async function raiseOpenFiles(needed: number): Promise<string> {
   const before = await openFileLimit();
   if (!before) return "open-file limit unknown (needs python3 and /proc)";
-  const [soft] = before;
+  const { soft } = before;
   if (soft >= needed) return `open-file limit ${soft}`;
   const after = (await proc<[number, number]>("raise", String(needed)))?.[0];
   return after !== undefined && after > soft
@@ -258,9 +266,9 @@ export async function holdOpen(
     const before = await settled(pid, 1_000);
     const limit = await openFileLimit();
     let target = wanted;
-    if (limit && limit[0] < wanted + 200) {
-      target = Math.max(0, limit[0] - 200);
-      notes.push(`open-file limit ${limit[0]}: held at most ${target}`);
+    if (limit && limit.soft < wanted + 200) {
+      target = Math.max(0, limit.soft - 200);
+      notes.push(`open-file limit ${limit.soft}: held at most ${target}`);
     }
     const budget = protocol.budgetMs ?? OPEN_BUDGET_MS;
     const deadline = performance.now() + budget;
@@ -268,7 +276,7 @@ export async function holdOpen(
     // A snapshot every SNAPSHOT_EVERY connections: a server that dies on
     // the way (the book's select() past 1,024 descriptors) is measured at
     // the last one before.
-    let snapshot: [TreeMemory, number] | undefined;
+    let snapshot: { memory: TreeMemory; held: number } | undefined;
     while (held.length < target && !failure) {
       if (performance.now() > deadline) {
         failure = `not all open within ${budget / 1000} s`;
@@ -276,7 +284,7 @@ export async function holdOpen(
       }
       if (held.length > 0 && held.length % SNAPSHOT_EVERY === 0) {
         const now = await treeMemory(pid);
-        if (now) snapshot = [now, held.length];
+        if (now) snapshot = { memory: now, held: held.length };
       }
       const batch = Math.min(protocol.batch ?? BATCH, target - held.length);
       const began = performance.now();
@@ -321,7 +329,8 @@ export async function holdOpen(
     );
     let count = held.length;
     if (!after && snapshot && options.exited?.()) {
-      [after, count] = snapshot;
+      after = snapshot.memory;
+      count = snapshot.held;
       notes.push(
         `measured at ${count.toLocaleString("en-US")} held, before it exited`,
       );

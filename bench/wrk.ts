@@ -103,6 +103,12 @@ function wrkCommand(
   ];
 }
 
+/** wrk's report, and its share of one core while it ran (where measured). */
+interface WrkRun {
+  output: string;
+  cpuShare?: number;
+}
+
 /**
  * Runs wrk to its end; with `measureCpu`, also wrk's share of one core
  * between 0.2 s after its start and 0.2 s before its end (taskset execs wrk,
@@ -112,23 +118,25 @@ async function runWrk(
   command: string[],
   seconds: number,
   measureCpu = false,
-): Promise<[string, number | undefined]> {
+): Promise<WrkRun> {
   const child = new Deno.Command(command[0], {
     args: command.slice(1),
     stdout: "piped",
     stderr: "piped",
   }).spawn();
   let share: number | undefined;
-  const sample = async () => [await cpuSeconds(child.pid), performance.now()];
+  const sample = async () => ({
+    cpu: await cpuSeconds(child.pid),
+    wall: performance.now(),
+  });
   const cpuTimers: ReturnType<typeof setTimeout>[] = [];
   if (measureCpu && seconds >= 1) {
-    let first: (number | undefined)[] = [];
+    let first: { cpu?: number; wall: number } | undefined;
     cpuTimers.push(setTimeout(async () => first = await sample(), 200));
     cpuTimers.push(setTimeout(async () => {
-      const [cpu, wall] = await sample();
-      const [cpu0, wall0] = first;
-      if (cpu !== undefined && cpu0 !== undefined && wall0 !== undefined) {
-        share = (cpu - cpu0) / ((wall! - wall0) / 1000);
+      const last = await sample();
+      if (last.cpu !== undefined && first?.cpu !== undefined) {
+        share = (last.cpu - first.cpu) / ((last.wall - first.wall) / 1000);
       }
     }, seconds * 1000 - 200));
   }
@@ -146,7 +154,7 @@ async function runWrk(
       `wrk exited ${code}: ${new TextDecoder().decode(stderr)}${text}`,
     );
   }
-  return [text, share];
+  return { output: text, cpuShare: share };
 }
 
 /**
@@ -166,7 +174,7 @@ export async function wrkLoad(
       phases.warmup,
     );
   }
-  const [output, generatorCpu] = await runWrk(
+  const { output, cpuShare: generatorCpu } = await runWrk(
     wrkCommand(pin, port, connections, phases.seconds),
     phases.seconds,
     true,
