@@ -60,6 +60,7 @@ const MAX_CHILDREN = 40; // socketserver.ForkingMixIn.max_children
 const TIMEOUT_S = 10;
 const RELAY_SIZE = 16 * 1024;
 const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
+const SIGNAL_GRACE_MS = 100; // after shutdown, for the SIGINT `deno task` forwards
 const PREVIEW_BYTES = 32; // client data a trace line shows, at most
 const HANDLER_MODE = "--handle-request"; // internal: be one handler process
 const SELF = import.meta.filename!;
@@ -69,9 +70,9 @@ const HANDLER_PROCESS: Deno.CommandOptions = {
   stdout: "piped",
   stderr: "inherit", // the terminal it shares with the server
 };
-const NAME = "2_1_forking_mixin_socket_server.ts";
+const FILE = "2_1_forking_mixin_socket_server.ts";
 const USAGE =
-  `usage: ${NAME} [-h] [--serve] [--port PORT] [--timeout SECS] [--trace]`;
+  `usage: ${FILE} [-h] [--serve] [--port PORT] [--timeout SECS] [--trace]`;
 const HELP = `${USAGE}
 
 options:
@@ -428,11 +429,16 @@ export async function serve(server: ForkingServer): Promise<void> {
   console.log(`Peak: ${peak} of ${MAX_CHILDREN}; ${size} left running`);
 }
 
-/** A one-line error, exit 1; bad arguments exit 2 with argparse's usage. */
-function fail(message: string, code: 1 | 2 = 1): never {
-  if (code === 2) console.error(`${USAGE}\n${NAME}: error: ${message}`);
-  else console.error(`Error: ${message}`);
-  Deno.exit(code);
+/** argparse's behaviour: usage and a one-line error on stderr, exit 2. */
+function argumentError(message: string): never {
+  console.error(`${USAGE}\n${FILE}: error: ${message}`);
+  Deno.exit(2);
+}
+
+/** Any other error that stops the server before it starts: one line, exit 1. */
+function fail(message: string): never {
+  console.error(`Error: ${message}`);
+  Deno.exit(1);
 }
 
 if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
@@ -448,7 +454,7 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
     boolean: ["help", "serve", "trace"],
     alias: { h: "help" },
     default: { port: String(SERVER_PORT), timeout: String(TIMEOUT_S) },
-    unknown: (arg: string) => fail(`unrecognized arguments: ${arg}`, 2),
+    unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
   });
   if (args.help) {
     console.log(HELP);
@@ -457,10 +463,10 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
   const port = Number(args.port);
   const timeout = Number(args.timeout);
   if (!/^\d+$/.test(args.port) || port > 65535) {
-    fail(`argument --port: invalid port value: '${args.port}'`, 2);
+    argumentError(`argument --port: invalid port value: '${args.port}'`);
   }
   if (!(timeout > 0 && timeout <= 3600)) {
-    fail(`argument --timeout: invalid value: '${args.timeout}'`, 2);
+    argumentError(`argument --timeout: invalid value: '${args.timeout}'`);
   }
   // The Deno to spawn: this very binary if allowed, else `deno` from PATH.
   // querySync() asks the permission state without prompting.
@@ -483,10 +489,14 @@ if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
   const server = new ForkingServer(listener, deno, timeout * 1000, log, trace);
   if (args.serve) {
     await serve(server);
-    // Exit now rather than when the event loop drains: while Deno tears the
-    // runtime down it drops the signal listeners, and the second SIGINT of a
-    // Ctrl-C under `deno task` (passed on by the task runner) could then
-    // arrive to find none and kill this process with status 130.
+    // A terminal's Ctrl-C reaches `deno task` and this script at once, and
+    // `deno task` then forwards it to the script: a second SIGINT comes a
+    // moment after the first. While the listeners are in place it does
+    // nothing (the shutdown is done), but one that comes while the process
+    // is ending finds none and kills it with 130. So wait SIGNAL_GRACE_MS
+    // for it, then exit at once (ending by itself, Deno would first tear the
+    // runtime down and drop the listeners, a longer window).
+    await new Promise((resume) => setTimeout(resume, SIGNAL_GRACE_MS));
     Deno.exit(0);
   }
   await main(server);
