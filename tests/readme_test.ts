@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "@std/assert";
-import { have, ROOT } from "./harness.ts";
+import { ROOT } from "./harness.ts";
 import {
-  NEEDS,
+  missingPeer,
   normalize,
   README_FILES,
   SESSIONS,
@@ -45,13 +45,11 @@ for (const { file, text } of readmes) {
 }
 
 for (const [name, session] of Object.entries(SESSIONS)) {
-  const needs = NEEDS[name];
-  if (needs && !have(needs)) {
-    console.warn(`skipping the ${name} transcript: no ${needs}`);
-  }
+  const missing = missingPeer(name);
+  if (missing) console.warn(`skipping the ${name} transcript: ${missing}`);
   Deno.test({
     name: `READMEs: the ${name} transcript is what the script prints now`,
-    ignore: needs !== undefined && !have(needs),
+    ignore: missing !== undefined,
     fn: async () => {
       const fresh = normalize(await session());
       for (const { file, text } of readmes) {
