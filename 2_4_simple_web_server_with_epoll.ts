@@ -21,8 +21,10 @@
  * EPOLLHUP (close, forget). Deno's event loop is itself epoll on Linux (kqueue
  * on macOS, IOCP on Windows), so this file keeps the dicts and the state
  * machine without the system call, and runs on every OS: `#poll` walks one
- * connection through `#onReadable`, `#onWritable` and `#onHangup`, and the
- * event loop runs all the walks at once. `fileno` is a connection number.
+ * connection through `#onReadable`, `#onWritable` and `#onHangup`, awaiting
+ * its socket where the book calls `epoll.poll()` and then running the branch
+ * synchronously, as the book does; the event loop runs all the walks at
+ * once. `fileno` is a connection number.
  * TCP_NODELAY, set on the listening socket in the book, is set on each
  * accepted connection in Deno (which sets SO_REUSEADDR itself).
  *
