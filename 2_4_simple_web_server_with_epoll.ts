@@ -21,8 +21,10 @@
  * EPOLLHUP (close, forget). Deno's event loop is itself epoll on Linux (kqueue
  * on macOS, IOCP on Windows), so this file keeps the dicts and the state
  * machine without the system call, and runs on every OS: `#poll` walks one
- * connection through `#onReadable`, `#onWritable` and `#onHangup`, and the
- * event loop runs all the walks at once. `fileno` is a connection number.
+ * connection through `#onReadable`, `#onWritable` and `#onHangup`, awaiting
+ * its socket where the book calls `epoll.poll()` and then running the branch
+ * synchronously, as the book does; the event loop runs all the walks at
+ * once. `fileno` is a connection number.
  * TCP_NODELAY, set on the listening socket in the book, is set on each
  * accepted connection in Deno (which sets SO_REUSEADDR itself).
  *
@@ -261,8 +263,9 @@ export class EpollServer {
 
   /**
    * `trace`, when given (`--trace`), gets one line per step of the loop.
-   * When it is not, each `this.trace?.(...)` below stops at the `?.`, before
-   * its template string is built: tracing off costs one check per step.
+   * When it is not, each `this.trace?.(...)` below stops at the `?.`, and
+   * the one `if (this.trace)` block is skipped, before any string is built:
+   * tracing off costs one check per step.
    */
   constructor(
     host = SERVER_HOST,
@@ -415,16 +418,18 @@ export class EpollServer {
     let request = chunk.subarray(0, n);
     if (old.length > 0) request = concat([old, request]);
     const end = headEnd(request, Math.max(old.length - 2, 0));
-    const tooLarge = (end < 0 ? request.length : end) > MAX_REQUEST_BYTES;
-    this.trace?.(
-      `connection ${fileno}: EPOLLIN, read ${n} bytes ` +
-        `${preview(chunk.subarray(0, n))}, head ` +
-        (tooLarge
-          ? `over ${MAX_REQUEST_BYTES} bytes`
-          : end < 0
-          ? `not complete (${request.length} bytes so far)`
-          : "complete"),
-    );
+    // A head that has not ended yet is as long as what came so far.
+    const headLength = end < 0 ? request.length : end;
+    const tooLarge = headLength > MAX_REQUEST_BYTES;
+    if (this.trace) {
+      let head = "complete";
+      if (tooLarge) head = `over ${MAX_REQUEST_BYTES} bytes`;
+      else if (end < 0) head = `not complete (${request.length} bytes so far)`;
+      const data = preview(chunk.subarray(0, n));
+      this.trace(
+        `connection ${fileno}: EPOLLIN, read ${n} bytes ${data}, head ${head}`,
+      );
+    }
     if (tooLarge) {
       print(`connection ${fileno}: request head too large, sent 431`);
       this.responses.set(fileno, TOO_LARGE_RESPONSE);
