@@ -1,0 +1,70 @@
+/**
+ * In-process unit tests of 2_5's framing and trace preview: where a line ends
+ * (`lineEnd`, diesel's `until_eol()` apart from any I/O) and how `--trace`
+ * shows client bytes (`preview`). No process, no socket: fast, and each case
+ * names the rule it checks.
+ */
+import { assertEquals } from "@std/assert";
+import { lineEnd, preview } from "../2_5_echo_server_with_diesel.ts";
+
+const encoder = new TextEncoder();
+const bytes = (text: string) => encoder.encode(text);
+
+/** "\n" (nc) and "\r\n" (telnet) both end a line; the end is just past the "\n". */
+Deno.test("2_5 lineEnd: LF and CRLF end a line, terminator included", () => {
+  assertEquals(lineEnd(bytes("Hello\n")), { kind: "line", end: 6 });
+  assertEquals(lineEnd(bytes("Hello\r\nmore")), { kind: "line", end: 7 });
+  assertEquals(lineEnd(bytes("\n")), { kind: "line", end: 1 });
+});
+
+/** Without a "\n" yet the line is partial, even when it ends in half a "\r\n". */
+Deno.test("2_5 lineEnd: no newline yet is partial", () => {
+  assertEquals(lineEnd(bytes("")), { kind: "partial" });
+  assertEquals(lineEnd(bytes("Hello")), { kind: "partial" });
+  assertEquals(lineEnd(bytes("Hello\r")), { kind: "partial" });
+});
+
+/** Only the first line counts: what follows it waits for the next call. */
+Deno.test("2_5 lineEnd: the first of several lines", () => {
+  assertEquals(lineEnd(bytes("one\ntwo\n")), { kind: "line", end: 4 });
+});
+
+/** The limit counts the line without its terminator: exactly the limit passes, one byte more does not. */
+Deno.test("2_5 lineEnd: the limit, terminator not counted", () => {
+  assertEquals(lineEnd(bytes("abcd\r\n"), 4), { kind: "line", end: 6 });
+  assertEquals(lineEnd(bytes("abcd\n"), 4), { kind: "line", end: 5 });
+  assertEquals(lineEnd(bytes("abcde\n"), 4), { kind: "too long" });
+  // Partial lines too: more than the limit without a newline is already too long,
+  // but a trailing "\r" may still be half of the terminator.
+  assertEquals(lineEnd(bytes("abcd\r"), 4), { kind: "partial" });
+  assertEquals(lineEnd(bytes("abcde"), 4), { kind: "too long" });
+});
+
+/** `searchFrom` skips bytes already searched; the line still starts at 0. */
+Deno.test("2_5 lineEnd: searchFrom", () => {
+  assertEquals(lineEnd(bytes("abc\ndef\n"), 64, 4), { kind: "line", end: 8 });
+  assertEquals(lineEnd(bytes("abcdef"), 64, 3), { kind: "partial" });
+});
+
+/** A trace shows printable ASCII as it is, everything else (and `"` and `\`) as \xNN. */
+Deno.test("2_5 preview: escapes", () => {
+  assertEquals(preview(bytes("Hello\r\n")), '"Hello\\x0d\\x0a"');
+  assertEquals(preview(bytes('say "hi" \\')), '"say \\x22hi\\x22 \\x5c"');
+  assertEquals(preview(bytes("é")), '"\\xc3\\xa9"');
+  assertEquals(preview(new Uint8Array([0, 0x7f, 0xff])), '"\\x00\\x7f\\xff"');
+});
+
+/** At most 32 bytes of client data, then "..." when there was more; parts read as one. */
+Deno.test("2_5 preview: cut at 32 bytes, parts joined", () => {
+  assertEquals(preview(bytes("x".repeat(32))), `"${"x".repeat(32)}"`);
+  assertEquals(preview(bytes("x".repeat(33))), `"${"x".repeat(32)}..."`);
+  assertEquals(
+    preview(bytes("You said: "), bytes("hi\n")),
+    '"You said: hi\\x0a"',
+  );
+  assertEquals(
+    preview(bytes("You said: "), bytes("y".repeat(30))),
+    `"You said: ${"y".repeat(22)}..."`,
+  );
+  assertEquals(preview(), '""');
+});
