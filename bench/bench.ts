@@ -157,6 +157,7 @@ async function measure(
 ): Promise<Measured> {
   const { pin, ctx, phases } = session;
   const what = `   ${base.load} (${base.generator}):`;
+  const began = performance.now();
   try {
     session.current = await Server.start(spec, pin);
   } catch (error) {
@@ -271,7 +272,10 @@ async function measure(
     };
   } finally {
     const how = await server.stop();
-    if (how !== "exit 0") console.log(`   stopped: ${how}`);
+    const took = ((performance.now() - began) / 1000).toFixed(1);
+    console.log(
+      `   ${how === "exit 0" ? "stopped" : `stopped: ${how}`} (${took} s)`,
+    );
     session.current = undefined;
   }
 }

@@ -194,7 +194,7 @@ export async function measureCosts(): Promise<Cost[]> {
       ms: await attempt(denoProcess),
       kb: processKb,
       note:
-        "`deno eval 0`, start to exit; memory: a started, waiting `deno eval`",
+        `\`deno eval 0\`, start to exit; memory: ${HELD} started, waiting \`deno eval\` processes' PSS / ${HELD}`,
     },
     {
       what: "start a Worker (2_2's handler)",

@@ -307,9 +307,9 @@ export async function holdOpen(
     if (failure) await new Promise((r) => setTimeout(r, 500));
     if (failure && options.exited?.()) {
       notes.push(
-        `the server exited at connection ${held.length + 1}${
-          options.exitNote ? `: ${options.exitNote}` : ""
-        }`,
+        `the server exited at connection ${
+          (held.length + 1).toLocaleString("en-US")
+        }${options.exitNote ? `: ${options.exitNote}` : ""}`,
       );
     } else if (failure) {
       notes.push(

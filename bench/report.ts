@@ -190,8 +190,8 @@ Notes:
 
 - \`load-bound: the generator used N% of its core\`: the generator was at
   90% of its core or more, so the rate is (at least partly) the generator's
-  limit, not the server's; a faster generator (wrk, or
-  \`../shared/tools/loadgen.c\`) would measure the server.
+  limit, not the server's; a faster generator (wrk, or one written in C)
+  would measure the server.
 - \`latency includes connect\` / \`wrk latency excludes connect\`: whether
   the TCP connect is inside the latency.
 - \`wrk saw N closes after complete responses (no Connection: close), not
@@ -336,6 +336,8 @@ interface ChartRow {
   memory?: number;
   rate?: number;
   unit?: string;
+  /** Fewer held than asked for: "only 1,000 held". */
+  short?: string;
 }
 
 /** 1, 10, 100, ... from `low` to `high`. */
@@ -374,6 +376,10 @@ export function chartRows(rows: Row[], costs: Cost[] = []): ChartRow[] {
         memory: held?.rate,
         rate: best?.rate,
         unit: best?.unit,
+        short: held && held.held !== undefined &&
+            held.held < Number(held.load.replace(/\D/g, ""))
+          ? `only ${held.held.toLocaleString("en-US")} held`
+          : undefined,
       });
     }
     for (const floor of floors) {
@@ -408,6 +414,8 @@ export function chartSpec(
       if (value === undefined || !(value > 0)) return [];
       const text = q.id === "rate" && r.unit
         ? `${formatRate(value)} ${r.unit}`
+        : q.id === "memory" && r.short
+        ? `${q.text(value)} (${r.short})`
         : q.text(value);
       return [{ key: r.key, who: r.who, quantity: q.id, value, text }];
     })
