@@ -61,6 +61,7 @@ const RECV_SIZE = 1024; // the book's recv(1024)
 const spareChunks: Uint8Array[] = [];
 const MAX_SPARE_CHUNKS = 1024;
 const ACCEPT_PAUSE_MS = 100; // out of descriptors: wait before accepting again
+const SIGNAL_GRACE_MS = 100; // after shutdown, for the SIGINT `deno task` forwards
 const NOTHING = new Uint8Array(0);
 // book: EOL1 = b'\n\n', EOL2 = b'\n\r\n' (a head ends at either)
 const LF = 0x0a;
@@ -569,8 +570,6 @@ if (import.meta.main) {
   // listener replaces Deno's default exit; it stays installed, so that the
   // second SIGINT of one Ctrl-C (a terminal signals the whole process group:
   // `deno task` and this script) finds it and does nothing.
-  // Once the listener and every connection are closed, nothing keeps the
-  // event loop alive (a signal listener does not), and the process exits 0.
   let shuttingDown = false;
   const shutdown = () => {
     if (shuttingDown) return;
@@ -585,4 +584,14 @@ if (import.meta.main) {
   const host = args.host.includes(":") ? `[${args.host}]` : args.host;
   print(`Listening on http://${host}:${server.sock.addr.port}/`);
   await server.run();
+  // A terminal's Ctrl-C reaches `deno task` and this script at once, and
+  // `deno task` then forwards it to the script: a second SIGINT comes a
+  // moment after the first. While the listeners are in place it does
+  // nothing (the shutdown is done), but one that comes while the process is
+  // ending finds none and kills it with 130. So wait SIGNAL_GRACE_MS for it,
+  // then exit at once (ending by itself, Deno would first tear the runtime
+  // down and drop the listeners, a longer window).
+  await new Promise((resume) => setTimeout(resume, SIGNAL_GRACE_MS));
+  flushPrinted(); // Deno.exit() would drop what the batch still holds
+  Deno.exit(0);
 }
