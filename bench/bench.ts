@@ -87,11 +87,12 @@ import { measureCosts } from "./costs.ts";
 /** Seconds of load before each timed window (--warmup). */
 const WARMUP_SECONDS = "1";
 const USAGE =
-  "usage: bench.ts [-h] [--only NAMES] [--seconds N] [--warmup N] [--vs COMMAND] " +
+  "usage: bench.ts [-h] [--only NAMES] [--seconds N] [--warmup N] [--vs {book,COMMAND}] " +
   "[--vs-frame {pickle,json}] [--held N] [--out DIR] [--save] [--no-wrk]";
 const HELP = `${USAGE}
 
-Runs the chapter-2 recipes under load beside peer servers and writes
+Runs the chapter-2 recipes under load beside peer servers (and, with --vs=book,
+the book's own scripts), holds connections open to weigh them, and writes
 results.md and results.svg.
 
 options:

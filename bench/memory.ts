@@ -88,7 +88,6 @@ export interface Held {
  *
  * - `tree PID`: the memory of PID and its descendants (from
  *   /proc/PID/task/TID/children), PSS or RSS as above.
- * - `cpu PID`: PID's CPU seconds, user + system.
  * - `limit`: the open-file limit (soft, hard) python3 inherited from us.
  * - `raise N`: raises our (its parent's) soft open-file limit to N, at most
  *   the hard limit, which needs no privilege.
@@ -123,11 +122,6 @@ what = sys.argv[1]
 if what == "tree":
     pid = int(sys.argv[2])
     print(json.dumps(tree(pid) if read("/proc/%d/status" % pid) else None))
-elif what == "cpu":
-    stat = read("/proc/%s/stat" % sys.argv[2])
-    fields = stat[stat.rindex(")") + 2:].split() if stat else None
-    tick = os.sysconf("SC_CLK_TCK")
-    print(json.dumps((int(fields[11]) + int(fields[12])) / tick if fields else None))
 elif what == "limit":
     print(json.dumps(resource.getrlimit(resource.RLIMIT_NOFILE)))
 elif what == "raise":
@@ -155,11 +149,6 @@ export async function proc<T>(...args: string[]): Promise<T | undefined> {
 /** The memory of `pid`'s process tree, or undefined without /proc. */
 export function treeMemory(pid: number): Promise<TreeMemory | undefined> {
   return proc<TreeMemory>("tree", String(pid));
-}
-
-/** A process's CPU seconds, or undefined without /proc. */
-export function cpuSeconds(pid: number): Promise<number | undefined> {
-  return proc<number>("cpu", String(pid));
 }
 
 /** An open-file limit (RLIMIT_NOFILE). */

@@ -15,7 +15,6 @@
 import type { LoadResult } from "./stats.ts";
 import type { Phases } from "./load.ts";
 import { HOST } from "./net.ts";
-import { cpuSeconds } from "./memory.ts";
 
 /** Does `program` run? (`wrk` has no --version exit 0, so any start counts.) */
 export function installed(program: string): boolean {
@@ -110,36 +109,34 @@ interface WrkRun {
 }
 
 /**
- * Runs wrk to its end; with `measureCpu`, also wrk's share of one core
- * between 0.2 s after its start and 0.2 s before its end (taskset execs wrk,
- * so the child's PID is wrk's).
+ * Runs `command` and, on its last stderr line, its children's CPU seconds
+ * (getrusage(RUSAGE_CHILDREN) once it has exited): wrk's own CPU time,
+ * whatever pins it, measured by the kernel rather than sampled.
+ */
+const RUSAGE = `
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:]).returncode
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("cpu-seconds %f" % (usage.ru_utime + usage.ru_stime), file=sys.stderr)
+sys.exit(code)
+`.trim();
+
+/**
+ * Runs wrk to its end; with `measureCpu` (and python3 installed), also its
+ * share of one core over its `seconds`.
  */
 async function runWrk(
   command: string[],
   seconds: number,
   measureCpu = false,
 ): Promise<WrkRun> {
-  const child = new Deno.Command(command[0], {
-    args: command.slice(1),
+  const measured = measureCpu && installed("python3");
+  const argv = measured ? ["python3", "-c", RUSAGE, ...command] : command;
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let share: number | undefined;
-  const sample = async () => ({
-    cpu: await cpuSeconds(child.pid),
-    wall: performance.now(),
-  });
-  const cpuTimers: ReturnType<typeof setTimeout>[] = [];
-  if (measureCpu && seconds >= 1) {
-    let first: { cpu?: number; wall: number } | undefined;
-    cpuTimers.push(setTimeout(async () => first = await sample(), 200));
-    cpuTimers.push(setTimeout(async () => {
-      const last = await sample();
-      if (last.cpu !== undefined && first?.cpu !== undefined) {
-        share = (last.cpu - first.cpu) / ((last.wall - first.wall) / 1000);
-      }
-    }, seconds * 1000 - 200));
-  }
   // wrk stops by itself after `seconds`; this is only the backstop.
   const backstop = setTimeout(
     () => child.kill("SIGKILL"),
@@ -147,14 +144,14 @@ async function runWrk(
   );
   const { code, stdout, stderr } = await child.output();
   clearTimeout(backstop);
-  cpuTimers.forEach(clearTimeout);
   const text = new TextDecoder().decode(stdout);
-  if (code !== 0) {
-    throw new Error(
-      `wrk exited ${code}: ${new TextDecoder().decode(stderr)}${text}`,
-    );
-  }
-  return { output: text, cpuShare: share };
+  const errors = new TextDecoder().decode(stderr);
+  if (code !== 0) throw new Error(`wrk exited ${code}: ${errors}${text}`);
+  const cpu = /^cpu-seconds ([\d.]+)$/m.exec(errors);
+  return {
+    output: text,
+    cpuShare: cpu ? Number(cpu[1]) / seconds : undefined,
+  };
 }
 
 /**
