@@ -268,6 +268,48 @@ async function echoTracedSession(): Promise<string> {
 SESSIONS["2_5-trace"] = echoTracedSession;
 
 /**
+ * 2_3 traced: the server's terminal and its trace.log (stderr) while two
+ * clients join, talk and one leaves, as after
+ * `deno task 2_3 --name=server --port=8800 --trace 2>trace.log`.
+ */
+async function chatTracedSession(): Promise<string> {
+  const file = "2_3_chat_server_with_select.ts";
+  await using server = await startRecipe(file, {
+    args: ["--name=server", "--trace"],
+    ready: /Server listening to port: (\d+) \.\.\.\n/,
+  });
+  const client = async (name: string) => {
+    const started = await startRecipe(file, {
+      args: [`--name=${name}`, `--port=${server.port}`],
+      ready: /Now connected to chat server@ port \d+\n/,
+      port: false,
+    });
+    await started.waitFor(`[${name}@127.0.0.1]> `);
+    return started;
+  };
+  await using client1 = await client("client1");
+  await using client2 = await client("client2");
+  await client1.waitFor("(Connected: New client (2) from client2@127.0.0.1)");
+  await client1.write("Hello from client1\n");
+  await client2.waitFor(">>Hello from client1\n");
+  client2.kill("SIGINT");
+  await client2.exit();
+  await client1.waitFor("(Now hung up: Client from client2@127.0.0.1)");
+  await server.write("\n");
+  await server.exit();
+  await client1.exit();
+  return [
+    terminal(
+      "deno task 2_3 --name=server --port=8800 --trace 2>trace.log",
+      showPort(server.stdout, server.port),
+    ),
+    terminal("cat trace.log", showPort(server.stderr, server.port)),
+  ].join("\n\n");
+}
+
+SESSIONS["2_3-trace"] = chatTracedSession;
+
+/**
  * One room for both wires: this server, the book's own Python client (from
  * BOOK_DIR) and a Deno client, as in "Run it beside the book's own scripts".
  */
