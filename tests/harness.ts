@@ -2,43 +2,70 @@
  * The small shared test harness (tests only: no recipe imports it).
  *
  * - `startRecipe()` runs a recipe as a real subprocess with `--port=0`, waits
- *   (with a deadline) for its ready line and takes the real port from it.
+ *   (with a deadline) for its ready line and takes the real port from it;
+ *   `startTask()` does the same for `deno task X`, in a process group of its
+ *   own, as a reader's terminal runs it.
  * - `Recipe` reads the child's later output, writes to its stdin, signals it
  *   and awaits its exit; `await using` kills, reaps and closes everything, so
  *   the op and resource sanitizers (on in deno.json) stay green.
- * - `TestClient` is a TCP client whose every read has a deadline.
+ * - `TestClient` is a TCP client whose every read has a deadline; all its
+ *   reads go through one read-until loop.
+ * - `run()` runs any program to its end; `assertArgparse()` and
+ *   `assertPortInUse()` check the command-line contract every recipe keeps.
+ * - `withDeadline()` is std's `deadline()` with a failure message that says
+ *   what was awaited.
  *
  * Nothing here sleeps to synchronise: every wait is for a printed line or a
  * byte on a socket, bounded by a deadline that fails with what was captured.
  */
 
 import { assertEquals, assertMatch } from "@std/assert";
+import { deadline } from "@std/async/deadline";
+import { concat } from "@std/bytes/concat";
 
+/** The repository root: recipes run with it as their working directory. */
 export const ROOT = new URL("../", import.meta.url);
+/** The network permission most recipes run with. */
 export const ALLOW_NET = "--allow-net=localhost,127.0.0.1";
-export const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** How long one wait (a line, a read, an exit) may take unless a test says otherwise. */
+const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * How long a recipe may take to print its ready line: longer than other
+ * waits, since `deno run` may first type-check the file.
+ */
+const READY_TIMEOUT_MS = 20_000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Resolves or rejects like `promise`, or rejects with `what` after `ms`. */
+/**
+ * Resolves or rejects as `promise` does, or rejects after `ms` with an Error
+ * that says what was awaited: "timed out after 3000 ms: the reply after 100
+ * resets". std's `deadline()` does the timing (an `AbortSignal.timeout`
+ * raced against the promise); on its own it would reject with a bare
+ * `DOMException` named "TimeoutError", which tells a failing test's reader
+ * nothing, so this turns that one rejection into a message and lets every
+ * other rejection through as it is.
+ */
 export async function withDeadline<T>(
   promise: Promise<T>,
   ms: number,
   what: string,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`timed out after ${ms} ms: ${what}`)),
-      ms,
-    );
-  });
   try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
+    return await deadline(promise, ms);
+  } catch (error) {
+    if (error instanceof DOMException && error.name === "TimeoutError") {
+      throw new Error(`timed out after ${ms} ms: ${what}`, { cause: error });
+    }
+    throw error;
   }
+}
+
+/** A process's output, for failure messages. */
+function transcript(name: string, stdout: string, stderr: string): string {
+  return `--- ${name} stdout ---\n${stdout}--- stderr ---\n${stderr}`;
 }
 
 /**
@@ -115,6 +142,7 @@ export async function resetWhileQueued(
   return true;
 }
 
+/** How `startRecipe()` and `startTask()` start a process. */
 export interface StartOptions {
   /** Arguments after the file name; `--port=0` is added unless `port: false`. */
   args?: string[];
@@ -124,17 +152,19 @@ export interface StartOptions {
   ready?: RegExp;
   /** Add `--port=0` (default true). */
   port?: boolean;
-  timeoutMs?: number;
 }
 
 /** One running recipe process and everything it printed so far. */
 export class Recipe implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  readonly status: Promise<Deno.CommandStatus>;
   /** The port named by the ready line (0 when the ready pattern has no group). */
   port = 0;
+  /** Everything the process printed on stdout so far. */
   stdout = "";
+  /** Everything the process printed on stderr so far. */
   stderr = "";
+  #file: string;
+  #child: Deno.ChildProcess;
+  #status: Promise<Deno.CommandStatus>;
   #cursor = 0;
   #wake: () => void = () => {};
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
@@ -148,9 +178,10 @@ export class Recipe implements AsyncDisposable {
    * Runs `program` with `args` (for a recipe: `deno run --quiet <flags>
    * <file> ...`); `file` names it in failure messages.
    */
-  constructor(readonly file: string, args: string[], program = DENO) {
+  constructor(file: string, args: string[], program = DENO) {
+    this.#file = file;
     this.#group = program === "setsid";
-    this.child = new Deno.Command(program, {
+    this.#child = new Deno.Command(program, {
       args,
       cwd: ROOT,
       stdin: "piped",
@@ -158,18 +189,18 @@ export class Recipe implements AsyncDisposable {
       stderr: "piped",
       env: { NO_COLOR: "1" },
     }).spawn();
-    this.status = this.child.status.then((status) => {
+    this.#status = this.#child.status.then((status) => {
       this.#exited = true;
       return status;
     });
-    this.#stdin = this.child.stdin.getWriter();
+    this.#stdin = this.#child.stdin.getWriter();
     this.#pumps = [
-      this.#pump(this.child.stdout, (text) => this.stdout += text)
+      this.#pump(this.#child.stdout, (text) => this.stdout += text)
         .then(() => {
           this.#stdoutEnded = true;
           this.#wake();
         }),
-      this.#pump(this.child.stderr, (text) => this.stderr += text),
+      this.#pump(this.#child.stderr, (text) => this.stderr += text),
     ];
   }
 
@@ -192,7 +223,7 @@ export class Recipe implements AsyncDisposable {
 
   /** What the process printed, for failure messages. */
   get transcript(): string {
-    return `--- ${this.file} stdout ---\n${this.stdout}--- stderr ---\n${this.stderr}`;
+    return transcript(this.#file, this.stdout, this.stderr);
   }
 
   /**
@@ -227,7 +258,7 @@ export class Recipe implements AsyncDisposable {
       return await withDeadline(
         found,
         ms,
-        `waiting for ${regex} from ${this.file}`,
+        `waiting for ${regex} from ${this.#file}`,
       );
     } catch (error) {
       this.#wake = () => {};
@@ -235,24 +266,14 @@ export class Recipe implements AsyncDisposable {
     }
   }
 
-  /** The next whole stdout line, without its newline. */
-  async nextLine(ms = DEFAULT_TIMEOUT_MS): Promise<string> {
-    return (await this.waitFor(/^([^\n]*)\n/, ms))[1]; // "\r" stays in
-  }
-
-  /** Everything printed since the last consumed match, consumed now. */
-  drain(): string {
-    const rest = this.stdout.slice(this.#cursor);
-    this.#cursor = this.stdout.length;
-    return rest;
-  }
-
+  /** Writes `text` to the process's stdin, as a reader typing would. */
   async write(text: string | Uint8Array): Promise<void> {
     await this.#stdin.write(
       typeof text === "string" ? encoder.encode(text) : text,
     );
   }
 
+  /** Closes the process's stdin, as Ctrl-D at a terminal does. */
   async closeStdin(): Promise<void> {
     await this.#stdin.close().catch(() => {});
   }
@@ -264,28 +285,32 @@ export class Recipe implements AsyncDisposable {
   killGroup(signal: Deno.Signal = "SIGINT"): void {
     // kill(1), since Deno.kill() of a group needs --allow-run for everything.
     new Deno.Command("kill", {
-      args: [`-${signal.replace(/^SIG/, "")}`, "--", `-${this.child.pid}`],
+      args: [`-${signal.replace(/^SIG/, "")}`, "--", `-${this.#child.pid}`],
       stdout: "null",
       stderr: "null",
     }).outputSync();
   }
 
+  /** Sends `signal` to the process itself; a process that already exited is no error. */
   kill(signal: Deno.Signal = "SIGTERM"): void {
     try {
-      this.child.kill(signal);
+      this.#child.kill(signal);
     } catch (error) {
       // It may have exited before its status was read; anything else is real.
       if (!(error instanceof TypeError)) throw error;
     }
   }
 
-  /** Waits for the process to exit and for its output to be read whole. */
+  /**
+   * Waits for the process to exit and for its output to be read whole; on a
+   * timeout it fails with what the process printed.
+   */
   async exit(ms = DEFAULT_TIMEOUT_MS): Promise<Deno.CommandStatus> {
     try {
       const status = await withDeadline(
-        this.status,
+        this.#status,
         ms,
-        `exit of ${this.file}`,
+        `exit of ${this.#file}`,
       );
       await this.#finishPumps();
       return status;
@@ -303,17 +328,18 @@ export class Recipe implements AsyncDisposable {
     await Promise.all(this.#pumps);
   }
 
+  /** Kills the process if it still runs (its group, under `setsid`), reaps it and stops reading. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.#stdin.close().catch(() => {});
     if (!this.#exited) {
       try {
         if (this.#group) this.killGroup("SIGKILL"); // the script too
-        else this.child.kill("SIGKILL");
+        else this.#child.kill("SIGKILL");
       } catch {
         // already gone
       }
     }
-    await this.status;
+    await this.#status;
     await this.#finishPumps();
   }
 }
@@ -359,11 +385,12 @@ export async function startTask(
   return await ready(recipe, options);
 }
 
+/** Waits for the ready line and takes the port from it; on a failure, disposes of the process. */
 async function ready(recipe: Recipe, options: StartOptions): Promise<Recipe> {
   try {
     const match = await recipe.waitFor(
       options.ready ?? /Listening on \S+:(\d+)/,
-      options.timeoutMs ?? 20_000,
+      READY_TIMEOUT_MS,
     );
     if (match[1]) recipe.port = Number(match[1]);
     return recipe;
@@ -373,6 +400,7 @@ async function ready(recipe: Recipe, options: StartOptions): Promise<Recipe> {
   }
 }
 
+/** How a program run by `run()` ended: its exit code and all it printed. */
 export interface RunResult {
   code: number;
   stdout: string;
@@ -380,8 +408,9 @@ export interface RunResult {
 }
 
 /**
- * Runs any program (`DENO` with a recipe, or a peer such as nc
- * or curl) to its end with `input` on stdin, killing it at the deadline.
+ * Runs any program (`DENO` with a recipe, or a peer such as nc or curl) to
+ * its end with `input` on stdin. At the deadline it kills the program and
+ * fails with what it printed until then.
  */
 export async function run(
   program: string,
@@ -414,20 +443,53 @@ export async function run(
       stderr: decoder.decode(stderr),
     };
   } catch (error) {
-    child.kill("SIGKILL");
-    await Promise.all([output, writing]);
-    throw error;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // it exited on its own
+    }
+    // The pipes end with the process, so its output so far can be read whole.
+    const [{ stdout, stderr }] = await Promise.all([output, writing]);
+    const printed = transcript(
+      program,
+      decoder.decode(stdout),
+      decoder.decode(stderr),
+    );
+    throw new Error(`${(error as Error).message}\n${printed}`, {
+      cause: error,
+    });
   }
 }
 
-/** A TCP client whose every read has a deadline. */
+/**
+ * Which bytes a read takes from what has arrived: their count, once
+ * `buffered` holds them, or `undefined` to wait for more. `closed` is true
+ * once the peer has closed its side and nothing more will come; then
+ * `undefined` means the peer closed too early, and the read fails saying so.
+ */
+type Until = (buffered: Uint8Array, closed: boolean) => number | undefined;
+
+/** At most this much of the received bytes goes into a failure message. */
+const PREVIEW_BYTES = 200;
+
+/**
+ * A TCP client whose every read has a deadline. Every read is one call of
+ * `#readUntil()` with a different `Until`; what a read does not take stays
+ * buffered for the next.
+ */
 export class TestClient implements AsyncDisposable {
   #buffer = new Uint8Array(0);
   #eof = false;
   #closed = false;
+  /** "host:port" of the server, for failure messages. */
+  readonly #peer: string;
 
-  constructor(readonly conn: Deno.TcpConn) {}
+  /** Wraps a connection made elsewhere; `TestClient.connect()` makes one. */
+  constructor(readonly conn: Deno.TcpConn) {
+    this.#peer = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+  }
 
+  /** Connects to `hostname:port` over TCP. */
   static async connect(
     port: number,
     hostname = "127.0.0.1",
@@ -443,50 +505,22 @@ export class TestClient implements AsyncDisposable {
     }
   }
 
+  /** Closes the sending side only (a TCP FIN): the server reads EOF, and can still answer. */
   closeWrite(): Promise<void> {
     return this.conn.closeWrite();
   }
 
-  /** Reads one more chunk into the buffer; false at EOF. */
-  async #fill(deadline: number, what: string): Promise<boolean> {
-    if (this.#eof) return false;
-    const chunk = new Uint8Array(64 * 1024);
-    const ms = Math.max(deadline - Date.now(), 1);
-    let n: number | null;
-    try {
-      n = await withDeadline(this.conn.read(chunk), ms, what);
-    } catch (error) {
-      // Closing the connection settles the read that is still pending.
-      this.close();
-      throw error;
-    }
-    if (n === null) {
-      this.#eof = true;
-      return false;
-    }
-    const grown = new Uint8Array(this.#buffer.length + n);
-    grown.set(this.#buffer);
-    grown.set(chunk.subarray(0, n), this.#buffer.length);
-    this.#buffer = grown;
-    return true;
-  }
-
-  #take(n: number): Uint8Array {
-    const taken = this.#buffer.slice(0, n);
-    this.#buffer = this.#buffer.slice(n);
-    return taken;
-  }
-
   /** The next line as bytes, with its "\n"; at EOF, whatever is left (maybe empty). */
-  async readLineBytes(ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
-    const deadline = Date.now() + ms;
-    while (true) {
-      const newline = this.#buffer.indexOf(10);
-      if (newline >= 0) return this.#take(newline + 1);
-      if (!await this.#fill(deadline, "reading a line")) {
-        return this.#take(this.#buffer.length);
-      }
-    }
+  readLineBytes(ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
+    return this.#readUntil(
+      (buffered, closed) => {
+        const newline = buffered.indexOf(10);
+        if (newline >= 0) return newline + 1;
+        return closed ? buffered.length : undefined;
+      },
+      ms,
+      "reading a line",
+    );
   }
 
   /** The next line as text, with its terminator; "" at EOF. */
@@ -495,21 +529,21 @@ export class TestClient implements AsyncDisposable {
   }
 
   /** Exactly `n` bytes; fails if the peer closes first. */
-  async readBytes(n: number, ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
-    const deadline = Date.now() + ms;
-    while (this.#buffer.length < n) {
-      if (!await this.#fill(deadline, `reading ${n} bytes`)) {
-        throw new Error(`closed after ${this.#buffer.length} of ${n} bytes`);
-      }
-    }
-    return this.#take(n);
+  readBytes(n: number, ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
+    return this.#readUntil(
+      (buffered) => buffered.length >= n ? n : undefined,
+      ms,
+      `reading ${n} bytes`,
+    );
   }
 
   /** Everything until the peer closes. */
-  async readUntilClose(ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
-    const deadline = Date.now() + ms;
-    while (await this.#fill(deadline, "reading until close"));
-    return this.#take(this.#buffer.length);
+  readUntilClose(ms = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {
+    return this.#readUntil(
+      (buffered, closed) => closed ? buffered.length : undefined,
+      ms,
+      "reading until the peer closes",
+    );
   }
 
   /** True when the peer closed (or reset) before sending anything more. */
@@ -522,6 +556,63 @@ export class TestClient implements AsyncDisposable {
     }
   }
 
+  /**
+   * The one read loop: asks `until` how many buffered bytes to take, and
+   * while it says "more", reads another chunk, all within one deadline of
+   * `ms`. On a timeout, an early close or an error it closes the connection
+   * (which also settles a `conn.read()` still pending, so no op outlives the
+   * test) and fails saying what it was reading and what had arrived.
+   */
+  async #readUntil(
+    until: Until,
+    ms: number,
+    what: string,
+  ): Promise<Uint8Array> {
+    const reading = `${what} from ${this.#peer}`;
+    try {
+      return await withDeadline(this.#readLoop(until, reading), ms, reading);
+    } catch (error) {
+      this.close();
+      if (error instanceof Deno.errors.ConnectionReset) throw error;
+      throw new Error(`${(error as Error).message}; ${this.#received()}`, {
+        cause: error,
+      });
+    }
+  }
+
+  async #readLoop(until: Until, reading: string): Promise<Uint8Array> {
+    const chunk = new Uint8Array(64 * 1024);
+    while (true) {
+      const count = until(this.#buffer, this.#eof);
+      if (count !== undefined) return this.#take(count);
+      if (this.#eof) throw new Error(`the peer closed while ${reading}`);
+      // conn.read() resolves with the byte count of one arrival (at most
+      // chunk.length), or null once the peer has closed its side.
+      const n = await this.conn.read(chunk);
+      if (n === null) {
+        this.#eof = true;
+      } else {
+        this.#buffer = concat([this.#buffer, chunk.subarray(0, n)]);
+      }
+    }
+  }
+
+  #take(n: number): Uint8Array {
+    const taken = this.#buffer.slice(0, n);
+    this.#buffer = this.#buffer.slice(n);
+    return taken;
+  }
+
+  /** What arrived and was not taken, for failure messages. */
+  #received(): string {
+    const shown = decoder.decode(this.#buffer.subarray(0, PREVIEW_BYTES));
+    const more = this.#buffer.length > PREVIEW_BYTES ? "..." : "";
+    return `${this.#buffer.length} bytes received: ${
+      JSON.stringify(shown)
+    }${more}`;
+  }
+
+  /** Closes the connection; a second close does nothing. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -532,6 +623,7 @@ export class TestClient implements AsyncDisposable {
     }
   }
 
+  /** `await using` closes the connection. */
   [Symbol.asyncDispose](): Promise<void> {
     this.close();
     return Promise.resolve();
