@@ -3,6 +3,7 @@ import { concat } from "@std/bytes/concat";
 import {
   ALLOW_NET,
   assertArgparse,
+  assertCtrlCUnderTask,
   assertPortInUse,
   DENO,
   have,
@@ -10,7 +11,6 @@ import {
   resetWhileQueued,
   run,
   startRecipe,
-  startTask,
   TestClient,
   withDeadline,
 } from "./harness.ts";
@@ -276,22 +276,14 @@ Deno.test("2_3: end of stdin does not stop the server; SIGINT and SIGTERM do, ex
   }
 });
 
-/** A terminal's Ctrl-C signals `deno task` and the script at once: one shutdown line, exit 0, every time. */
+/** A terminal's Ctrl-C signals `deno task` and the script at once, right after the ready line: one shutdown line, exit 0, every time. */
 Deno.test("2_3: Ctrl-C to the process group of 'deno task 2_3' shuts down once, exit 0", async () => {
-  for (let round = 0; round < 8; round++) {
-    await using server = await startTask("2_3", {
-      args: ["--name=server"],
-      ready: /Server listening to port: (\d+) \.\.\.\n/,
-    });
-    // Right after the ready line: the listeners must be there already.
-    server.killGroup("SIGINT");
-    assertEquals((await server.exit()).code, 0, `round ${round}`);
-    assertEquals(
-      server.stdout.match(/Shutting down server\.\.\./g)?.length,
-      1,
-      `round ${round}: one shutdown line\n${server.transcript}`,
-    );
-  }
+  await assertCtrlCUnderTask("2_3", {
+    args: ["--name=server"],
+    ready: /Server listening to port: (\d+) \.\.\.\n/,
+    rounds: 8,
+    shutdown: /Shutting down server\.\.\./,
+  });
 });
 
 /** At the end of stdin (a pipe, or Ctrl-D) a client sends every line, the last one without its newline too, says it leaves, and exits 0. */

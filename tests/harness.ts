@@ -667,3 +667,30 @@ export async function assertPortInUse(
     /^Error: cannot listen on localhost:\d+: .*in use.*\n$/,
   );
 }
+
+/**
+ * A terminal's Ctrl-C under `deno task`: SIGINT reaches the task runner and
+ * the script at once, and the runner forwards one more to the script. Runs
+ * `deno task <task>` `rounds` times (it is a race, so many times over), each
+ * time signalling the whole group right after the ready line: every round
+ * must exit 0 and print `shutdown` exactly once; `check` may assert more.
+ */
+export async function assertCtrlCUnderTask(
+  task: string,
+  options: StartOptions & {
+    rounds: number;
+    shutdown: RegExp;
+    check?: (task: Recipe) => void;
+  },
+): Promise<void> {
+  for (let round = 0; round < options.rounds; round++) {
+    await using started = await startTask(task, options);
+    started.killGroup("SIGINT");
+    const { code } = await started.exit();
+    const what = `round ${round} of deno task ${task}\n${started.transcript}`;
+    assertEquals(code, 0, `exit code, ${what}`);
+    const lines = started.stdout.match(new RegExp(options.shutdown, "g"));
+    assertEquals(lines?.length, 1, `one shutdown line, ${what}`);
+    options.check?.(started);
+  }
+}
