@@ -227,6 +227,19 @@ function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
 }
 
 /**
+ * Closes a connection, ignoring "already closed": when a pipe into
+ * `conn.writable` fails (the client reset), Deno closes the resource itself,
+ * and a second close() would throw.
+ */
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+/**
  * TCPServer + ForkingMixIn: each accepted client gets a new process.
  *
  * Not in the book: the book's class body is `pass`, because socketserver
@@ -288,8 +301,8 @@ export class ForkingServer {
       // served, as serve_forever() does once it has forked. The promise is
       // kept, to wait on at the limit and at the end.
       const handler = this.processRequest(conn).catch((error: Error) => {
-        this.log(`no handler process: ${error.message}`); // spawn() failed
-        conn.close();
+        this.log(`handler failed: ${error.message}`); // e.g. spawn() failed
+        closeQuietly(conn);
       }).finally(() => this.#handlers.delete(handler));
       this.#handlers.add(handler);
     }
@@ -367,7 +380,7 @@ export class ForkingServer {
       end = `exited with code ${code}`;
     }
     this.log(`${pid} ${end}${note} ${running()}`);
-    conn.close();
+    closeQuietly(conn);
     await upstream;
   }
 

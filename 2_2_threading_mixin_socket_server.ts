@@ -189,6 +189,19 @@ function isOutOfResources(error: Error): boolean {
 }
 
 /**
+ * Closes a connection, ignoring "already closed": when a pipe into
+ * `conn.writable` fails (the client reset), Deno closes the resource itself,
+ * and a second close() would throw.
+ */
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+/**
  * TCPServer + ThreadingMixIn: each accepted client gets a new Worker.
  *
  * Not in the book: the book's class body is `pass`, because socketserver
@@ -251,7 +264,7 @@ export class ThreadedTCPServer {
       // promise is kept, to wait on at the limit and at the end.
       const handler = this.processRequest(conn).catch((error: Error) => {
         this.log(`handler failed: ${error.message}`); // e.g. no Worker
-        conn.close();
+        closeQuietly(conn);
       }).finally(() => this.#handlers.delete(handler));
       this.#handlers.add(handler);
     }
@@ -327,7 +340,7 @@ export class ThreadedTCPServer {
       `terminated ${name}, ${msSince(createdAt)} after new Worker()`,
     );
     relay.abort(); // settles the relay even if the Worker left its end open
-    conn.close();
+    closeQuietly(conn);
     await delivered;
     this.workers.delete(worker);
     this.log(`${name} ${end}; terminated ${running()}`);

@@ -6,6 +6,7 @@ import {
   bookScript,
   DENO,
   have,
+  resetAfterSending,
   resetWhileQueued,
   run,
   startRecipe,
@@ -162,6 +163,20 @@ Deno.test("2_2: SIGTERM and SIGINT terminate every Worker, close every client, e
       client.close();
     }
   }
+});
+
+/** A client that sends its line and resets before the reply ends only its own connection: the server is still there for the next. */
+Deno.test({
+  name: "2_2: a client that resets before its reply does not end the server",
+  ignore: !have("python3"),
+  async fn() {
+    await using server = await startRecipe(FILE, SERVE);
+    for (let round = 0; round < 5; round++) {
+      assert(await resetAfterSending(server.port, "hello\n"));
+    }
+    await exchange(server.port, encoder.encode("after the resets"));
+    assert(!/Uncaught|error:/.test(server.stderr), server.transcript);
+  },
 });
 
 /** A reset in the accept queue is one client's failure: no pause for the next. */

@@ -111,12 +111,18 @@ export function bookScript(
   return found ? { path } : { skip: `${path} does not exist (BOOK_DIR)` };
 }
 
-/** python3: connect and reset (SO_LINGER 0), `n` times, as fast as it can. */
+/**
+ * python3: connect, send the optional bytes, and reset (SO_LINGER 0), `n`
+ * times, as fast as it can.
+ */
 const RESET_SCRIPT = `
 import socket, struct, sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = sys.argv[4].encode() if len(sys.argv) > 4 else b""
 for _ in range(n):
     s = socket.create_connection((host, port))
+    if data:
+        s.sendall(data)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
 `;
@@ -135,6 +141,27 @@ export async function resetWhileQueued(
   if (!have("python3")) return false;
   const { success, stderr } = await new Deno.Command("python3", {
     args: ["-c", RESET_SCRIPT, host, String(port), String(count)],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`resets failed: ${decoder.decode(stderr)}`);
+  return true;
+}
+
+/**
+ * Opens `count` connections that each send `text` and reset at once, before
+ * any reply can come: the server's write of the reply then fails. Needs
+ * python3; returns false, to skip, without it.
+ */
+export async function resetAfterSending(
+  port: number,
+  text: string,
+  count = 1,
+  host = "127.0.0.1",
+): Promise<boolean> {
+  if (!have("python3")) return false;
+  const { success, stderr } = await new Deno.Command("python3", {
+    args: ["-c", RESET_SCRIPT, host, String(port), String(count), text],
     stdout: "null",
     stderr: "piped",
   }).output();
