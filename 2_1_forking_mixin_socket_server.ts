@@ -84,6 +84,10 @@ options:
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder(); // replaces invalid UTF-8, never throws
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]/g; // all but \t \n \r
+const hex = (c: string) =>
+  `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
 
 /**
  * Client data as a trace line shows it: at most 32 bytes, in double quotes,
@@ -184,7 +188,10 @@ export async function handle(spawnedAt?: number): Promise<void> {
   );
   const prefix = encoder.encode(`${pid}: `);
   const response = new Uint8Array([...prefix, ...data.subarray(0, n)]);
-  const said = `[current_process_id: data] = [${decoder.decode(response)}]`;
+  // Control characters a client sent are shown escaped (\x1b as "\x1b"), so
+  // its bytes cannot drive the terminal the server shares with its handlers.
+  const text = decoder.decode(response).replace(CONTROL, hex);
+  const said = `[current_process_id: data] = [${text}]`;
   console.error(`Server sending response ${said}`); // book: print(...)
   await writeAll(Deno.stdout, response); // book: self.request.send(...)
   trace?.(

@@ -450,7 +450,7 @@ if (import.meta.main && "WorkerGlobalScope" in globalThis) {
   }
   const path = import.meta.filename!;
   if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") {
-    fail(`handler Workers need --allow-read=${FILE}`);
+    fail(`handler Workers need --allow-read=${path}`);
   }
   let listener: Deno.TcpListener;
   try {
