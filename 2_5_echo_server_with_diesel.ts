@@ -228,13 +228,18 @@ export class DieselConnection {
       }
     }
     if (this.#end === this.#buffer.length) {
-      // Full: move the partial line to the front of a buffer twice the size.
-      // MAX_LINE_BYTES bounds the growth: a full buffer of 128 KiB holds a
-      // line too long, and untilEol() has thrown before it grows again.
+      // Full: move the partial line to the front. Only a partial line that
+      // takes up over half the buffer makes it grow (to twice the size), so
+      // MAX_LINE_BYTES bounds the growth: untilEol() throws on a line too
+      // long before a buffer of 2 * MAX_LINE_BYTES would have to grow again.
       const pending = this.#buffer.subarray(this.#start, this.#end);
-      const grown = new Uint8Array(this.#buffer.length * 2);
-      grown.set(pending);
-      this.#buffer = grown;
+      if (pending.length > this.#buffer.length / 2) {
+        const grown = new Uint8Array(this.#buffer.length * 2);
+        grown.set(pending);
+        this.#buffer = grown;
+      } else {
+        this.#buffer.copyWithin(0, this.#start, this.#end);
+      }
       this.#start = 0;
       this.#end = pending.length;
     }

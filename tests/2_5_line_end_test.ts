@@ -4,8 +4,12 @@
  * shows client bytes (`preview`). No process, no socket: fast, and each case
  * names the rule it checks.
  */
-import { assertEquals } from "@std/assert";
-import { lineEnd, preview } from "../2_5_echo_server_with_diesel.ts";
+import { assert, assertEquals } from "@std/assert";
+import {
+  DieselConnection,
+  lineEnd,
+  preview,
+} from "../2_5_echo_server_with_diesel.ts";
 
 const encoder = new TextEncoder();
 const bytes = (text: string) => encoder.encode(text);
@@ -67,4 +71,29 @@ Deno.test("2_5 preview: cut at 32 bytes, parts joined", () => {
     `"You said: ${"y".repeat(22)}..."`,
   );
   assertEquals(preview(), '""');
+});
+
+/**
+ * A client that keeps every read full of short lines (each read ends inside
+ * a line) never makes the read buffer grow past what one line too long
+ * needs: the partial line is moved to the front instead.
+ */
+Deno.test("2_5 DieselConnection: full reads of short lines keep the buffer bounded", async () => {
+  const pattern = bytes("abcdefghi\n"); // the space is never a whole number of lines
+  let offset = 0;
+  let largest = 0;
+  const conn = {
+    read(space: Uint8Array): Promise<number> {
+      largest = Math.max(largest, space.length);
+      for (let i = 0; i < space.length; i++) {
+        space[i] = pattern[offset++ % pattern.length];
+      }
+      return Promise.resolve(space.length);
+    },
+  } as unknown as Deno.Conn;
+  const client = new DieselConnection(conn);
+  for (let line = 0; line < 200_000; line++) {
+    assertEquals((await client.untilEol())?.length, pattern.length);
+  }
+  assert(largest <= 2 * 64 * 1024, `a read was given ${largest} bytes`);
 });
