@@ -216,7 +216,11 @@ Deno.test("2_2: Ctrl-C under `deno task 2_2 --serve`: one shutdown line, exit 0,
 Deno.test("2_2: without read access to itself it says so and exits 1", async () => {
   const denied = await run(DENO, ["run", PERMISSIONS[0], FILE, "--serve"]);
   assertEquals(denied.code, 1);
-  assertMatch(denied.stderr, /^Error: handler Workers need --allow-read=2_2_/);
+  // The full path, so the named flag works from any folder.
+  assertMatch(
+    denied.stderr,
+    /^Error: handler Workers need --allow-read=\/\S+\/2_2_threading_mixin_socket_server\.ts\n$/,
+  );
 });
 
 Deno.test("2_2: --help exits 0; bad arguments exit 2 with argparse's usage", () =>
