@@ -393,8 +393,15 @@ export class EpollServer {
       // Fixed from the book, where a reset ended the whole server: only
       // this connection ends, with a line saying why.
       const { name, message } = error as Error;
+      // The sweeper closes a connection at its deadline, which makes its
+      // pending read or write fail: say why in the book's terms.
       const late = Date.now() >= this.deadlines.get(fileno)!;
-      const why = late ? "no complete head in time" : `${name}: ${message}`;
+      let why = `${name}: ${message}`;
+      if (late && this.rejected.has(fileno)) {
+        why = "431 sent, the client still sending at the deadline";
+      } else if (late) {
+        why = "no complete head in time";
+      }
       if (!this.#closing) print(`connection ${fileno}: closed (${why})`);
     } finally {
       this.#onHangup(fileno);

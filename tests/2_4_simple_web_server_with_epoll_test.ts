@@ -119,6 +119,32 @@ Deno.test("2_4: a head over 8 KiB gets a 431 and a clean close; 8 KiB is served"
   assertEquals(await request(server.port, "GET / HTTP/1.0\r\n\r\n"), RESPONSE);
 });
 
+/** A client that got its 431 and goes on sending is closed at the deadline, and the log says so (not "no complete head"). */
+Deno.test("2_4: after a 431, a client still sending at the deadline is closed and logged as such", async () => {
+  await using server = await startRecipe(FILE, {
+    args: ["--header-timeout=1"],
+  });
+  await using client = await TestClient.connect(server.port);
+  await client.write(headOfSize(MAX_HEAD + 100).slice(0, -4)); // no end yet
+  await server.waitFor(/connection \d+: request head too large, sent 431\n/);
+  // Keep sending, never closing, until the server's deadline closes us: our
+  // writes then fail (the server reset the connection it closed unread).
+  const sending = (async () => {
+    const more = "x".repeat(1024);
+    while (true) {
+      try {
+        await client.write(more);
+      } catch {
+        return;
+      }
+    }
+  })();
+  await withDeadline(sending, 5_000, "the server's close at the deadline");
+  await server.waitFor(
+    /connection \d+: closed \(431 sent, the client still sending at the deadline\)\n/,
+  );
+});
+
 Deno.test("2_4: a half-close or a reset mid-request closes only that client", async () => {
   await using server = await startRecipe(FILE);
   {
