@@ -174,6 +174,8 @@ export async function handle(spawnedAt?: number): Promise<void> {
   const trace = spawnedAt === undefined
     ? undefined
     : (line: string) => console.error(`trace: ${line}`);
+  // `trace?.(...)` evaluates its argument only when tracing is on, and then
+  // the server passed the spawn time: `spawnedAt!` is safe here.
   trace?.(`handler PID ${pid} started, ${msSince(spawnedAt!)} after its spawn`);
   // book: data = str(self.request.recv(BUF_SIZE), 'utf-8'). Here the
   // request is stdin, and the bytes stay bytes until they are printed.

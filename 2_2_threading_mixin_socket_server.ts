@@ -33,8 +33,9 @@
  * here the data itself, as bytes (a character cut at the 1024-byte read is
  * fine), printed as text. `ThreadingMixIn` has no limit; here at most 40
  * Workers run, then accepting pauses (clients wait in the backlog). A
- * handler has `--timeout` seconds (default 10). A Worker is terminated when
- * its connection ends; one that fails ends only its connection, with a log
+ * handler has `--timeout` seconds (default 10). A Worker is terminated once
+ * it has answered (or timed out), then its connection is closed; one that
+ * fails ends only its connection, with a log
  * line; one that resets before it is accepted costs a log line and no pause
  * (only running out of descriptors or memory pauses accepting, 100 ms). With
  * --serve, Ctrl-C or SIGTERM closes the listener, terminates every Worker,
