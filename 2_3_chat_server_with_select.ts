@@ -70,6 +70,7 @@ const IDLE_READ_BYTES = 1024; // a silent connection's read buffer
 const STDIN_READ_BYTES = 16 * 1024;
 const MAX_LINE_CHARS = MAX_FRAME_BYTES + 1; // more than any line a client sends
 const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
+const SIGNAL_GRACE_MS = 100; // after shutdown, for the SIGINT `deno task` forwards
 const LEAVE_FLUSH_MS = 5_000; // how long a leaving client waits to send the rest
 const PREVIEW_BYTES = 32; // of client data in a trace line
 const FILE = "2_3_chat_server_with_select.ts";
@@ -1345,5 +1346,12 @@ if (import.meta.main) {
       signals,
     );
   }
-  Deno.exit(0); // a pending stdin read would keep the process alive
+  // A terminal's Ctrl-C reaches `deno task` and this script at once, and
+  // `deno task` then forwards it to the script: a second SIGINT comes a
+  // moment after the first. While the listeners are in place it does
+  // nothing (the shutdown is done), but one that comes while the process is
+  // ending finds none and kills it with 130. So wait SIGNAL_GRACE_MS for it,
+  // then exit at once (a pending stdin read would keep the process alive).
+  await delay(SIGNAL_GRACE_MS);
+  Deno.exit(0);
 }
