@@ -69,11 +69,23 @@ async function threadingSession(): Promise<string> {
   return terminal("deno task 2_2", demo.stdout);
 }
 
-/** The book's conversation: a server and two clients in three terminals. */
-async function chatSession(): Promise<string> {
+/** What each terminal of a chat conversation printed, and the real port. */
+interface ChatOutput {
+  port: number;
+  server: { stdout: string; stderr: string };
+  client1: string;
+  client2: string;
+}
+
+/**
+ * The book's conversation: a server (with `serverArgs`) and two clients;
+ * client1 and client2 exchange a line, client2 is interrupted (Ctrl-C), then
+ * a line on the server's stdin stops it.
+ */
+async function chatConversation(serverArgs: string[]): Promise<ChatOutput> {
   const file = "2_3_chat_server_with_select.ts";
   await using server = await startRecipe(file, {
-    args: ["--name=server"],
+    args: ["--name=server", ...serverArgs],
     ready: /Server listening to port: (\d+) \.\.\.\n/,
   });
   const client = async (name: string) => {
@@ -98,11 +110,38 @@ async function chatSession(): Promise<string> {
   await server.write("\n");
   await server.exit();
   await client1.exit();
+  return {
+    port: server.port,
+    server: { stdout: server.stdout, stderr: server.stderr },
+    client1: client1.stdout,
+    client2: client2.stdout,
+  };
+}
+
+/** The book's conversation in three terminals. */
+async function chatSession(): Promise<string> {
+  const { port, server, client1, client2 } = await chatConversation([]);
   const command = (name: string) => `deno task 2_3 --name=${name} --port=8800`;
   return [
-    terminal(command("server"), showPort(server.stdout, server.port)),
-    terminal(command("client1"), showPort(client1.stdout, server.port)),
-    terminal(command("client2"), showPort(client2.stdout, server.port)),
+    terminal(command("server"), showPort(server.stdout, port)),
+    terminal(command("client1"), showPort(client1, port)),
+    terminal(command("client2"), showPort(client2, port)),
+  ].join("\n\n");
+}
+
+/**
+ * 2_3 traced: the same conversation, shown as the server's terminal and its
+ * trace.log (stderr), as after
+ * `deno task 2_3 --name=server --port=8800 --trace 2>trace.log`.
+ */
+async function chatTracedSession(): Promise<string> {
+  const { port, server } = await chatConversation(["--trace"]);
+  return [
+    terminal(
+      "deno task 2_3 --name=server --port=8800 --trace 2>trace.log",
+      showPort(server.stdout, port),
+    ),
+    terminal("cat trace.log", showPort(server.stderr, port)),
   ].join("\n\n");
 }
 
@@ -266,46 +305,6 @@ async function echoTracedSession(): Promise<string> {
 }
 
 SESSIONS["2_5-trace"] = echoTracedSession;
-
-/**
- * 2_3 traced: the server's terminal and its trace.log (stderr) while two
- * clients join, talk and one leaves, as after
- * `deno task 2_3 --name=server --port=8800 --trace 2>trace.log`.
- */
-async function chatTracedSession(): Promise<string> {
-  const file = "2_3_chat_server_with_select.ts";
-  await using server = await startRecipe(file, {
-    args: ["--name=server", "--trace"],
-    ready: /Server listening to port: (\d+) \.\.\.\n/,
-  });
-  const client = async (name: string) => {
-    const started = await startRecipe(file, {
-      args: [`--name=${name}`, `--port=${server.port}`],
-      ready: /Now connected to chat server@ port \d+\n/,
-      port: false,
-    });
-    await started.waitFor(`[${name}@127.0.0.1]> `);
-    return started;
-  };
-  await using client1 = await client("client1");
-  await using client2 = await client("client2");
-  await client1.waitFor("(Connected: New client (2) from client2@127.0.0.1)");
-  await client1.write("Hello from client1\n");
-  await client2.waitFor(">>Hello from client1\n");
-  client2.kill("SIGINT");
-  await client2.exit();
-  await client1.waitFor("(Now hung up: Client from client2@127.0.0.1)");
-  await server.write("\n");
-  await server.exit();
-  await client1.exit();
-  return [
-    terminal(
-      "deno task 2_3 --name=server --port=8800 --trace 2>trace.log",
-      showPort(server.stdout, server.port),
-    ),
-    terminal("cat trace.log", showPort(server.stderr, server.port)),
-  ].join("\n\n");
-}
 
 SESSIONS["2_3-trace"] = chatTracedSession;
 
