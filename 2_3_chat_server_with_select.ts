@@ -137,10 +137,10 @@ export function encodeFrame(text: string, wire: Wire): Uint8Array {
   return bytes;
 }
 
-/** Frames for each of `texts`, in one buffer. */
+/** Frames for each of `texts`, one after another in one buffer. */
 function encodeFrames(texts: string[], wire: Wire): Uint8Array {
-  if (texts.length === 1) return encodeFrame(texts[0], wire);
-  return concat(texts.map((text) => encodeFrame(text, wire)));
+  const frames = texts.map((text) => encodeFrame(text, wire));
+  return concat(frames);
 }
 
 /**
@@ -754,8 +754,11 @@ export class Channel {
       const text = this.#take();
       if (text !== undefined) return text;
       const n = await this.conn.read(this.#buffer.subarray(this.#end));
-      if (n === null && this.#end === this.#start) return null;
-      if (n === null) throw new Error("hung up mid-frame");
+      if (n === null) {
+        const buffered = this.#end - this.#start;
+        if (buffered === 0) return null; // the end, between frames
+        throw new Error("hung up mid-frame");
+      }
       this.#end += n;
     }
   }
@@ -763,11 +766,19 @@ export class Channel {
   /** A whole frame from the buffer, or undefined after making room for one. */
   #take(): string | undefined {
     const bytes = this.#buffer.subarray(this.#start, this.#end);
-    if (this.wire === undefined) frameLength(bytes, this.maxFrame); // too long?
-    this.wire ??= detectWire(bytes);
-    const taken: Taken = this.wire === undefined
-      ? { text: undefined, need: 5 }
-      : takeFrame(bytes, this.wire, this.maxFrame);
+    if (this.wire === undefined) {
+      // Not in the book: the wire detection. Before the wire is known, a
+      // length over maxFrame is refused as soon as its 4 bytes are here
+      // (frameLength throws), so a bad first frame is not waited for.
+      frameLength(bytes, this.maxFrame);
+      this.wire = detectWire(bytes);
+    }
+    let taken: Taken;
+    if (this.wire === undefined) {
+      taken = { text: undefined, need: 5 }; // detectWire needs byte 4
+    } else {
+      taken = takeFrame(bytes, this.wire, this.maxFrame);
+    }
     if (taken.text === undefined) {
       this.#makeRoom(taken.need);
       return undefined;
@@ -776,7 +787,8 @@ export class Channel {
     this.#takenBytes += taken.size;
     if (this.#start === this.#end) {
       // Every byte read is taken: start over, in the small buffer.
-      this.#start = this.#end = 0;
+      this.#start = 0;
+      this.#end = 0;
       this.#buffer = this.#idle;
     }
     return taken.text;
@@ -807,7 +819,9 @@ export class Channel {
   /** The frames already whole in the buffer, taken without a read. */
   takeBuffered(): string[] {
     const texts: string[] = [];
-    for (let text = this.#take(); text !== undefined; text = this.#take()) {
+    while (true) {
+      const text = this.#take();
+      if (text === undefined) break;
       texts.push(text);
     }
     return texts;
@@ -880,7 +894,15 @@ export class Channel {
     try {
       while (this.#queue.length > 0) {
         const queue = this.#queue.splice(0);
-        const chunk = queue.length === 1 ? queue[0] : concat(queue);
+        // A single frame is written as it is, not copied: #broadcast hands
+        // every receiver the same buffer, and a copy per receiver would undo
+        // the point of encoding it once.
+        let chunk: Uint8Array;
+        if (queue.length === 1) {
+          chunk = queue[0];
+        } else {
+          chunk = concat(queue);
+        }
         let rest = chunk;
         while (rest.length > 0) {
           const written = await this.conn.write(rest);
@@ -983,7 +1005,7 @@ async function* stdinLines(): AsyncGenerator<Event> {
       cut = true;
     }
   }
-  pending += cut ? "" : text.decode();
+  if (!cut) pending += text.decode(); // the end of a character cut in two
   if (pending !== "") yield { source: "stdin", line: pending };
   yield { source: "stdin", line: null };
 }
@@ -1130,13 +1152,15 @@ export class ChatServer {
       const data = frames[0];
       if (!data.startsWith("NAME: ")) {
         this.trace?.(this.#read(channel, frames, bytes) + " -> not NAME: drop");
-        return channel.close("no NAME: first");
+        channel.close("no NAME: first");
+        return;
       }
       if (data.length > 6 + MAX_NAME_CHARS) {
         this.trace?.(
           this.#read(channel, frames, bytes) + " -> a long name: drop",
         );
-        return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+        channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+        return;
       }
       channel.clearDeadline();
       const host = channel.conn.remoteAddr.hostname;
@@ -1184,7 +1208,12 @@ export class ChatServer {
     for (const [output, name] of this.clientmap) {
       if (!name || output === except) continue;
       const wire = output.wire!; // known: it sent its NAME
-      output.send(frames[wire] ??= encodeFrames(texts, wire));
+      let bytes = frames[wire];
+      if (bytes === undefined) {
+        bytes = encodeFrames(texts, wire); // once per wire, not per receiver
+        frames[wire] = bytes;
+      }
+      output.send(bytes);
       receivers += 1;
     }
     return receivers;
@@ -1245,17 +1274,22 @@ export class ChatClient {
         const wire = this.channel.wire!;
         const bytes = encodeFrame(line, wire);
         const tooLong = bytes.length > HEADER_BYTES[wire] + MAX_FRAME_BYTES;
+        let outcome: string;
+        if (tooLong) {
+          outcome = "too long, not sent";
+        } else if (line) {
+          outcome = `sent as a ${bytes.length}-byte frame`;
+        } else {
+          outcome = "empty, nothing sent"; // book: if data: send(...)
+        }
         this.trace?.(
-          `readable: sys.stdin -> a line ${previewText(line)} -> ` +
-            (tooLong
-              ? "too long, not sent"
-              : line
-              ? `sent as a ${bytes.length}-byte frame`
-              : "empty, nothing sent"),
+          `readable: sys.stdin -> a line ${previewText(line)} -> ${outcome}`,
         );
         if (tooLong) {
           console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
-        } else if (line) this.channel.send(bytes);
+        } else if (line) {
+          this.channel.send(bytes);
+        }
       } else if (event.source === "signal") {
         // book: except KeyboardInterrupt:
         this.trace?.("signal: SIGINT or SIGTERM -> interrupted");
@@ -1270,12 +1304,8 @@ export class ChatClient {
         );
         console.log(event.data.join(`\n${this.prompt}`)); // a prompt each
       } else {
-        this.trace?.(
-          `readable: the socket -> ${
-            this.channel.dropReason ?? "end of stream"
-          }` +
-            ", shutting down",
-        );
+        const why = this.channel.dropReason ?? "end of stream";
+        this.trace?.(`readable: the socket -> ${why}, shutting down`);
         console.log("Client shutting down.");
         break;
       }
@@ -1309,14 +1339,17 @@ if (import.meta.main) {
     alias: { h: "help" },
     unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
   });
-  const missing = ["name", "port"].filter((f) => !(f in args)).join(", --");
+  const missingFlags: string[] = [];
+  if (args.name === undefined) missingFlags.push("--name");
+  if (args.port === undefined) missingFlags.push("--port");
   const port = Number(args.port);
   if (args.help) {
     console.log(HELP);
     Deno.exit(0);
   }
-  if (missing) {
-    argumentError(`the following arguments are required: --${missing}`);
+  if (missingFlags.length > 0) {
+    const missing = missingFlags.join(", ");
+    argumentError(`the following arguments are required: ${missing}`);
   }
   if (!/^\d+$/.test(args.port) || port > 65535) {
     argumentError(`argument --port: invalid port value: '${args.port}'`);
@@ -1341,10 +1374,8 @@ if (import.meta.main) {
   if (args.name === CHAT_SERVER_NAME) {
     await new ChatServer(port, trace).run(stdinLines(), signals);
   } else {
-    await (await ChatClient.connect(args.name, port, wire, trace)).run(
-      stdinLines(),
-      signals,
-    );
+    const client = await ChatClient.connect(args.name, port, wire, trace);
+    await client.run(stdinLines(), signals);
   }
   // A terminal's Ctrl-C reaches `deno task` and this script at once, and
   // `deno task` then forwards it to the script: a second SIGINT comes a
