@@ -743,16 +743,31 @@ export class Channel {
     readonly id = 0,
     public wire?: Wire,
   ) {
-    // Each accepted connection is its own socket, so Nagle's delay is turned
-    // off per connection: a frame goes out at once, as one write.
+    // Not in the book: Nagle's algorithm off. With it on, the kernel may hold
+    // a small write back until the last one is acknowledged, which is what
+    // delayed the book's second send(). TCP_NODELAY is a setting of each
+    // connected socket, and `Deno.listen()` takes no option that would set it
+    // on the sockets it accepts, so `setNoDelay(true)` is called on each
+    // `Deno.TcpConn` here, as it is made: every accepted connection, and the
+    // client's own. A frame is then one write that goes out at once.
     conn.setNoDelay(true);
   }
 
-  /** The book's `receive()`: the next whole frame's text; null at the end. */
+  /**
+   * book: def receive(channel): the next whole frame's text; null at the end.
+   * The book read a header's worth and then the body with `recv()`, and lost
+   * data when TCP cut a frame; this reads until a whole frame is here.
+   */
   async receive(): Promise<string | null> {
     while (true) {
       const text = this.#take();
       if (text !== undefined) return text;
+      // `conn.read(view)` is the book's `recv()`: it resolves once some bytes
+      // have come (at least one, at most the view's length) with how many it
+      // wrote into the view, or with null at the end of the stream. Until then
+      // the read is pending, and it holds the view, and so the whole buffer
+      // under it, for as long as the peer sends nothing: that is why an idle
+      // connection reads into the small #idle buffer.
       const n = await this.conn.read(this.#buffer.subarray(this.#end));
       if (n === null) {
         const buffered = this.#end - this.#start;
@@ -887,8 +902,17 @@ export class Channel {
   }
 
   /**
-   * The one writer: all that is queued goes out in one write per turn.
-   * `conn.write` may take only part of a buffer, so it loops on the rest.
+   * Not in the book: the queue per client and its one writer. The book's
+   * `send()` called `channel.send()`, which blocked the whole server while one
+   * slow client's socket buffer was full; here `send()` only queues, and this
+   * writer, one per client while anything is queued, writes what is queued
+   * in one write per turn.
+   *
+   * `conn.write(bytes)` resolves with how many bytes the kernel took, which
+   * may be fewer than were given when the socket's send buffer is nearly
+   * full (a partial write, as Python's `socket.send()` may make). So it loops
+   * on the rest until all is written; `await` lets the loop serve everyone
+   * else meanwhile.
    */
   async #flush(): Promise<void> {
     try {
@@ -933,7 +957,26 @@ function closeQuietly(conn: Deno.Conn): void {
   }
 }
 
-/** The book's `select.select(inputs, ...)`: one stream of whatever is ready. */
+/**
+ * book: select.select(inputs, self.outputs, []): one stream of whatever is
+ * ready.
+ *
+ * `MuxAsyncIterator` (from Deno's standard library) merges async iterables
+ * into one. Its `add()` calls the added iterable's `next()` at once, so every
+ * input is being waited on from the moment it is added, as a socket is from
+ * the moment it is in select's list. It yields the events in the order they
+ * came: whichever input produced a value first is yielded first, and inputs
+ * ready at the same time come in the order they became ready, with no input
+ * ranked before another (the book's loop handled `readable` in list order:
+ * the server socket, then stdin, then the clients). It pulls each input only
+ * as its consumer asks: after yielding an input's event it calls that
+ * input's `next()` again only when the loop asks for the event after it, so
+ * each input has at most one event waiting, and a client's next read starts
+ * only once its last event has been handled. `add()` also works while the
+ * loop runs, as the book's `inputs.append(client)` does. When the loop leaves
+ * with `break`, the inputs are not stopped: their pending reads go on until
+ * their connections are closed (`shutdown()`) or the process exits.
+ */
 function select(...inputs: AsyncIterable<Event>[]): Mux {
   const mux = new MuxAsyncIterator();
   for (const input of inputs) mux.add(input);
@@ -945,7 +988,19 @@ function isOutOfResources(error: Error): boolean {
   return /os error (12|23|24|105)\b/.test(error.message);
 }
 
-/** The listening socket's events: one per accepted connection. */
+/**
+ * The listening socket's events, one per accepted connection: the book's
+ * `self.server` in select's `inputs`.
+ *
+ * Each of select's inputs here is an async generator (`async function*`).
+ * Calling one runs none of its body; each call of its `next()` runs the body
+ * up to its next `yield` and resolves with the value yielded, and the body
+ * then waits at that `yield` until `next()` is called again. So this one is
+ * inside `listener.accept()` only while `MuxAsyncIterator` waits for its next
+ * event, and it is paused at `yield` while the loop handles the connection it
+ * accepted: being waited on by the mux is what being in select's list was.
+ * A `return` (here, once the listener is closed) ends the input.
+ */
 async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
   while (true) {
     let conn: Deno.TcpConn;
@@ -971,11 +1026,21 @@ async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
 }
 
 /**
- * Lines typed, then one `line: null` event at the end of stdin. A plain
- * `Deno.stdin.read()` loop into our own buffer: every byte read is ours, so
- * no line can be lost (`Deno.stdin.readable` through `TextLineStream` can
- * lose the first one, denoland/deno#35601). A last line without a newline
- * still counts as a line. A line is kept to at most MAX_LINE_CHARS (the
+ * Lines typed, then one `line: null` event at the end of stdin: the book's
+ * `sys.stdin` in select's list, and its `sys.stdin.readline()`.
+ *
+ * `Deno.stdin.read(chunk)` is one read(2) of standard input into `chunk`: it
+ * resolves with how many bytes it put there (whatever the terminal or pipe
+ * had, not one line), or null at the end of stdin. It is not split into lines
+ * for us, so this generator keeps the bytes after the last newline and splits
+ * them itself. Deno's other way, `Deno.stdin.readable` piped through
+ * `TextLineStream`, would split lines for us, but it can lose the first line
+ * typed on Unix (denoland/deno#35601, open: a read the stream starts and then
+ * cancels is left running and takes that line). Plain `read()` calls are
+ * never cancelled, so every byte read comes here and no line can be lost.
+ * A read that is pending cannot be cancelled either; that is why the script
+ * ends with `Deno.exit(0)`. A last line without a newline still counts as a
+ * line. A line is kept to at most MAX_LINE_CHARS (the
  * rest, up to its newline, is dropped), so a stdin without newlines cannot
  * grow it forever; a client refuses such a line as too long to send. The
  * book's loop spun at the end of stdin, as `select` kept saying it was
@@ -1011,12 +1076,24 @@ async function* stdinLines(): AsyncGenerator<Event> {
 }
 
 /**
- * Ctrl-C, or SIGTERM where there is one: the book's signal handler. The
- * listeners are added when this is called (before the ready line, so a
- * Ctrl-C right after it gets the shutdown) and stay until the process
- * exits: a second signal, such as the one a terminal's Ctrl-C delivers to
- * `deno task` and passes on again, finds a listener that does nothing more,
- * instead of Deno's default exit with 130. One event, however many signals.
+ * Ctrl-C, or SIGTERM where there is one: the book's
+ * `signal.signal(signal.SIGINT, self.sighandler)`, and the client's
+ * `except KeyboardInterrupt:`, as one event for select.
+ *
+ * `Deno.addSignalListener(name, fn)` calls `fn` for each such signal and,
+ * while any listener is installed, stops the signal's default action (for
+ * SIGINT, exiting with 130). The listeners are added when this is called
+ * (before the ready line, so a Ctrl-C right after it gets the shutdown) and
+ * are never removed, so they stay until the process exits: a second signal,
+ * such as the one a terminal's Ctrl-C delivers to `deno task` and that it then
+ * passes on again, finds a listener that does nothing more, instead of
+ * Deno's default exit with 130 in the middle of the shutdown. Windows has no
+ * SIGTERM listener in Deno, only SIGINT and SIGBREAK.
+ *
+ * `Promise.withResolvers()` returns a promise together with the `resolve`
+ * function that settles it, so the listener can be that function itself. A
+ * promise settles once; later calls do nothing, so this is one event however
+ * many signals come.
  */
 function interrupts(): AsyncIterable<Event> {
   const { promise, resolve } = Promise.withResolvers<void>();
@@ -1382,7 +1459,12 @@ if (import.meta.main) {
   // moment after the first. While the listeners are in place it does
   // nothing (the shutdown is done), but one that comes while the process is
   // ending finds none and kills it with 130. So wait SIGNAL_GRACE_MS for it,
-  // then exit at once (a pending stdin read would keep the process alive).
+  // then exit at once.
   await delay(SIGNAL_GRACE_MS);
+  // Deno exits by itself only once nothing is pending (signal listeners do
+  // not count). A `Deno.stdin.read()` is still pending here: it cannot be
+  // cancelled, and a terminal's stdin never ends, so without an explicit exit
+  // the process would wait for a line nobody reads. The book's script simply
+  // returned from its main block.
   Deno.exit(0);
 }
