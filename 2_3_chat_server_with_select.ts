@@ -93,6 +93,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
+ * Not in the book: the wire detection. The book speaks only its own frame.
  * The three frames a connection may speak, told apart by the byte after the
  * first 4 of its first frame (see `detectWire`):
  * - "json": this project's frame, a 4-byte big-endian length, then UTF-8 JSON
@@ -123,7 +124,10 @@ type Event =
   };
 type Mux = AsyncIterable<Event> & { add(it: AsyncIterable<Event>): void };
 
-/** The book's `send()` as bytes: one frame of `wire`, header and body in one buffer. */
+/**
+ * book: def send(channel, *args): its bytes, one frame of `wire`, header and
+ * body in one buffer (the book wrote them in two `send()` calls).
+ */
 export function encodeFrame(text: string, wire: Wire): Uint8Array {
   const body = wire === "json"
     ? encoder.encode(JSON.stringify([text]))
@@ -195,7 +199,7 @@ export type Taken =
   | { text: undefined; need: number };
 
 /**
- * The book's `receive()` as a pure function: the first whole frame at the
+ * book: def receive(channel), as a pure function: the first whole frame at the
  * start of `bytes`, or how many bytes a whole frame needs. Throws for a bad
  * frame: a length over `maxFrame`, a book header whose last 4 bytes are not
  * zero, or a body that is not an array of one text (JSON) or a pickled
@@ -259,8 +263,8 @@ function parsePickle(body: Uint8Array): string {
   }
 }
 
-// The book's chat frame body: a strict reader and an exact writer for
-// `pickle.dumps((text,))`.
+// Not in the book: the strict pickle decoder. The book's chat frame body, a
+// strict reader and an exact writer for `pickle.dumps((text,))`.
 //
 // The book's 2_3 chat server and client send every message as
 // `pickle.dumps(args)`, where `args` is a tuple holding one `str`, and read it
@@ -863,12 +867,15 @@ export class Channel {
     yield { source: "client", channel: this, data: null, bytes: 0 };
   }
 
-  /** The book's `send(channel, text)`, in this connection's wire. */
+  /** book: def send(channel, *args): one text, in this connection's wire. */
   sendText(text: string): void {
     this.send(encodeFrame(text, this.wire ?? "json"));
   }
 
-  /** Queues a frame; past MAX_QUEUE_BYTES waiting, the peer is dropped. */
+  /**
+   * book: channel.send(...): queues a frame (see #flush for the writer);
+   * past MAX_QUEUE_BYTES waiting, the peer is dropped.
+   */
   send(bytes: Uint8Array): void {
     if (this.dropReason !== undefined) return;
     this.#queue.push(bytes);
@@ -886,7 +893,11 @@ export class Channel {
   }
 
   /**
-   * Closes it with `reason` unless `clearDeadline()` comes first. The timer
+   * Not in the book: the name deadline (the book waited for a name forever,
+   * and the whole server with it). Closes it with `reason` unless
+   * `clearDeadline()` comes first. `setTimeout` schedules the call on Deno's
+   * event loop, as in a browser, and returns an id for `clearTimeout`. The
+   * timer
    * holds this Channel (and its buffers) until it fires or is cleared, so
    * both the NAME frame and `close()` clear it: a connection that ended is
    * free to be collected at once, not 10 seconds later.
@@ -939,7 +950,11 @@ export class Channel {
     }
   }
 
-  /** Closes it once; that ends a pending read, and so `events()`. */
+  /**
+   * book: sock.close(). Closes it once; that ends a pending read (it rejects
+   * with Deno.errors.Interrupted, which `events()` catches), and so
+   * `events()`.
+   */
   close(reason = "closed"): void {
     if (this.dropReason !== undefined) return;
     this.dropReason = reason;
@@ -1105,10 +1120,15 @@ function interrupts(): AsyncIterable<Event> {
   })();
 }
 
-/** An example chat server: one loop over whatever is ready, as with select. */
+/**
+ * book: class ChatServer(object): one loop over whatever is ready, as with
+ * select.
+ */
 export class ChatServer {
-  clients = 0;
-  clientmap = new Map<Channel, string>(); // each connection: name@ip, or ""
+  clients = 0; // book: self.clients
+  // book: self.clientmap, and self.outputs (the named ones): each connection's
+  // name@ip, the book's get_client_name(), or "" until it sends its NAME.
+  clientmap = new Map<Channel, string>();
   readonly server: Deno.TcpListener;
   #shuttingDown = false;
 
@@ -1117,6 +1137,10 @@ export class ChatServer {
    * handles: what `select` would have returned, and what the loop did with
    * it. When it is not, each `this.trace?.(...)` below stops at the `?.`,
    * before its line is built: tracing off costs nothing.
+   *
+   * book: def __init__(self, port, backlog=5): `Deno.listen()` is socket(),
+   * bind() and listen() in one, with SO_REUSEADDR set (on Unix) as the book
+   * sets it.
    */
   constructor(port: number, readonly trace?: Trace) {
     try {
@@ -1130,22 +1154,28 @@ export class ChatServer {
   }
 
   /**
-   * The book's loop, over the listening socket, every client and `inputs`
-   * (the command line passes stdin and the signals). Returns after
-   * `shutdown()`, once the loop has stopped.
+   * book: def run(self): the loop, over the listening socket, every client
+   * and `inputs` (the command line passes stdin and the signals). Returns
+   * after `shutdown()`, once the loop has stopped.
    */
   async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    // book: inputs = [self.server, sys.stdin]
     const ready = select(accepts(this.server), ...inputs);
     let lastId = 0;
+    // book: while running: readable, ... = select.select(...); for sock in
+    // readable: here one event at a time, each one input that was ready.
     for await (const event of ready) {
       if (event.source === "server") {
-        // book: if sock == self.server: a connection, whose NAME comes as an event.
-        const channel = new Channel(event.conn, ++lastId);
+        // book: if sock == self.server: a connection, whose NAME comes as an
+        // event.
+        lastId += 1; // book: client.fileno(), which Deno does not have
+        const channel = new Channel(event.conn, lastId);
         const { hostname, port } = event.conn.remoteAddr;
         const from = `('${hostname}', ${port})`;
         console.log(`Chat server: got connection ${channel.id} from ${from}`);
         this.clientmap.set(channel, "");
-        ready.add(channel.events());
+        ready.add(channel.events()); // book: inputs.append(client)
+        // Not in the book: the name deadline (see Channel.setDeadline).
         const seconds = NAME_TIMEOUT_MS / 1000;
         channel.setDeadline(
           NAME_TIMEOUT_MS,
@@ -1166,21 +1196,22 @@ export class ChatServer {
         this.shutdown();
         break;
       } else if (event.source === "signal") {
-        // book: sighandler()
+        // book: def sighandler(self, signum, frame):
         this.trace?.("signal: SIGINT or SIGTERM -> shutdown");
         console.log("Shutting down server...");
         this.shutdown();
         break;
       } else {
-        // book: all other sockets
+        // book: else: # handle all other sockets
         this.#receive(event.channel, event.data, event.bytes);
       }
     }
   }
 
   /**
-   * Closes the listening socket and every connection, once: a second call
-   * (a second Ctrl-C) does nothing and prints nothing.
+   * book: sighandler's closing, and `self.server.close()` after the loop:
+   * closes the listening socket and every connection, once. A second call (a
+   * second Ctrl-C) does nothing and prints nothing.
    */
   shutdown(): void {
     if (this.#shuttingDown) return;
@@ -1199,6 +1230,8 @@ export class ChatServer {
   #receive(channel: Channel, frames: string[] | null, bytes: number): void {
     let name = this.clientmap.get(channel);
     if (frames === null) {
+      // book: else: print ("Chat server: %d hung up" ...), and the
+      // `except socket.error:` that removed a broken socket.
       const why = channel.dropReason;
       channel.close();
       this.clientmap.delete(channel);
@@ -1224,8 +1257,9 @@ export class ChatServer {
     }
     let messages = frames;
     if (!name) {
-      // The book read the name in its accept branch, blocking everyone:
-      // here it is the connection's first frame, whenever it comes.
+      // book: cname = receive(client).split('NAME: ')[1], in the accept
+      // branch, blocking everyone: here the name is the connection's first
+      // frame, whenever it comes.
       const data = frames[0];
       if (!data.startsWith("NAME: ")) {
         this.trace?.(this.#read(channel, frames, bytes) + " -> not NAME: drop");
@@ -1243,7 +1277,10 @@ export class ChatServer {
       const host = channel.conn.remoteAddr.hostname;
       name = `${data.slice("NAME: ".length)}@${host}`;
       this.clients += 1;
+      // book: send(client, 'CLIENT: ' + str(address[0]))
       channel.sendText(`CLIENT: ${host}`);
+      // book: msg = "\n(Connected: New client (%d) from %s)"; for output in
+      // self.outputs: send(output, msg)
       const joined = `(Connected: New client (${this.clients}) from ${name})`;
       const told = this.#broadcast([`\n${joined}`]);
       this.clientmap.set(channel, name);
@@ -1255,7 +1292,7 @@ export class ChatServer {
       );
       if (messages.length === 0) return;
     }
-    // book: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
+    // book: if data: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
     const texts = messages.map((data) => `\n#[${name}]>>${data}`);
     const told = this.#broadcast(texts, channel);
     this.trace?.(
@@ -1273,6 +1310,7 @@ export class ChatServer {
   }
 
   /**
+   * book: for output in self.outputs: if output != sock: send(output, msg).
    * Sends `texts` to every named client but `except`, in one buffer each;
    * returns how many it sent them to.
    * The server encodes every frame itself, once per wire, in each
@@ -1297,7 +1335,7 @@ export class ChatServer {
   }
 }
 
-/** A command line chat client: stdin and the socket, waited on at once. */
+/** book: class ChatClient(object): stdin and the socket, waited on at once. */
 export class ChatClient {
   constructor(
     readonly channel: Channel,
@@ -1305,7 +1343,11 @@ export class ChatClient {
     readonly trace?: Trace, // as the server's: one line per event
   ) {}
 
-  /** The book's constructor: connect, send the name, learn our address. */
+  /**
+   * book: class ChatClient(object): def __init__: connect, send the name,
+   * learn our address. A static async method, since a constructor cannot
+   * `await`.
+   */
   static async connect(
     name: string,
     port: number,
@@ -1330,10 +1372,14 @@ export class ChatClient {
     }
   }
 
-  /** The book's client loop: returns when the client is done. */
+  /** book: def run(self): the client loop; returns when the client is done. */
   async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    // book: select.select([0, self.sock], [], [])
     const ready = select(this.channel.events(), ...inputs);
-    const prompt = encoder.encode(this.prompt); // no newline: no console.log
+    // book: sys.stdout.write(self.prompt); sys.stdout.flush(). The prompt
+    // has no newline, so not console.log (which adds one):
+    // `Deno.stdout.writeSync` writes the bytes to standard output at once.
+    const prompt = encoder.encode(this.prompt);
     Deno.stdout.writeSync(prompt);
     for await (const event of ready) {
       if (event.source === "stdin") {
@@ -1373,7 +1419,7 @@ export class ChatClient {
         console.log(" Client interrupted. ");
         break;
       } else if (event.source === "client" && event.data !== null) {
-        // book: elif sock == self.sock:
+        // book: elif sock == self.sock: ... else: sys.stdout.write(data + '\n')
         this.trace?.(
           `readable: the socket -> ${plural(event.data.length, "frame")} ` +
             `(${event.bytes} bytes), first ${previewText(event.data[0])} ` +
@@ -1381,6 +1427,7 @@ export class ChatClient {
         );
         console.log(event.data.join(`\n${this.prompt}`)); // a prompt each
       } else {
+        // book: if not data: print ('Client shutting down.')
         const why = this.channel.dropReason ?? "end of stream";
         this.trace?.(`readable: the socket -> ${why}, shutting down`);
         console.log("Client shutting down.");
@@ -1391,7 +1438,13 @@ export class ChatClient {
     this.channel.close();
   }
 
-  /** Sends what is queued (for at most LEAVE_FLUSH_MS), then closes. */
+  /**
+   * Not in the book (it could not leave at the end of stdin): sends what is
+   * queued, for at most LEAVE_FLUSH_MS, then closes. `delay()` with an
+   * AbortSignal is a timer that can be cancelled: once the queue is drained,
+   * `abort()` clears it (its promise rejects, which `.catch` ignores), so no
+   * timer is left to keep the process waiting.
+   */
   async leave(): Promise<void> {
     const timeout = new AbortController();
     await Promise.race([
@@ -1403,13 +1456,18 @@ export class ChatClient {
   }
 }
 
-/** argparse: usage and `FILE: error: message` on stderr, exit 2. */
+/**
+ * book: argparse's error: usage and `FILE: error: message` on stderr, exit 2.
+ */
 function argumentError(message: string): never {
   console.error(`${USAGE}\n${FILE}: error: ${message}`);
   Deno.exit(2);
 }
 
+// book: if __name__ == "__main__": `import.meta.main` is true only when this
+// file is the script run, not when a test imports it.
 if (import.meta.main) {
+  // book: parser = argparse.ArgumentParser(...); parser.parse_args()
   const args = parseArgs(Deno.args, {
     string: ["name", "port", "wire"],
     boolean: ["help", "trace"],
@@ -1448,6 +1506,7 @@ if (import.meta.main) {
     : undefined;
   // Signal listeners first: a Ctrl-C right after the ready line is ours.
   const signals = interrupts();
+  // book: if name == CHAT_SERVER_NAME: server = ChatServer(port); server.run()
   if (args.name === CHAT_SERVER_NAME) {
     await new ChatServer(port, trace).run(stdinLines(), signals);
   } else {
