@@ -854,6 +854,10 @@ export class Channel {
    * the benchmark shows matters: a write per frame halved the deliveries/s.
    */
   async *events(): AsyncGenerator<Event> {
+    // An error (a bad frame, a hang-up mid-frame, a read interrupted by
+    // close()) ends the loop the same way as the end of the stream: caught
+    // here, it becomes the one `data: null` event, since an input that threw
+    // would make MuxAsyncIterator throw out of the server's loop.
     try {
       while (true) {
         const first = await this.receive();
@@ -1355,18 +1359,24 @@ export class ChatClient {
     trace?: Trace,
   ): Promise<ChatClient> {
     try {
+      // book: self.sock = socket.socket(...); self.sock.connect((host, port))
       const conn = await Deno.connect({ hostname: SERVER_HOST, port });
       console.log(`Now connected to chat server@ port ${port}`);
       const channel = new Channel(conn, 0, wire);
       channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
+      // book: send(self.sock,'NAME: ' + self.name)
       channel.sendText(`NAME: ${name}`);
       trace?.(`connected, NAME sent in ${wire} frames`);
+      // book: data = receive(self.sock); addr = data.split('CLIENT: ')[1]
       const data = await channel.receive();
-      if (!data?.startsWith("CLIENT: ")) throw new Error("no CLIENT: reply");
+      if (data === null || !data.startsWith("CLIENT: ")) {
+        throw new Error("no CLIENT: reply");
+      }
       const address = data.slice("CLIENT: ".length);
       trace?.(`readable: the socket -> CLIENT: ${previewText(address)}`);
       return new ChatClient(channel, `[${name}@${address}]> `, trace);
     } catch {
+      // book: except socket.error as e:
       console.log(`Failed to connect to chat server @ port ${port}`);
       Deno.exit(1);
     }
