@@ -901,9 +901,8 @@ export class Channel {
    * and the whole server with it). Closes it with `reason` unless
    * `clearDeadline()` comes first. `setTimeout` schedules the call on Deno's
    * event loop, as in a browser, and returns an id for `clearTimeout`. The
-   * timer
-   * holds this Channel (and its buffers) until it fires or is cleared, so
-   * both the NAME frame and `close()` clear it: a connection that ended is
+   * timer holds this Channel (and its buffers) until it fires or is cleared,
+   * so both the NAME frame and `close()` clear it: a connection that ended is
    * free to be collected at once, not 10 seconds later.
    */
   setDeadline(ms: number, reason: string): void {
