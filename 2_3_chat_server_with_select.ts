@@ -93,6 +93,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
+ * Not in the book: the wire detection. The book speaks only its own frame.
  * The three frames a connection may speak, told apart by the byte after the
  * first 4 of its first frame (see `detectWire`):
  * - "json": this project's frame, a 4-byte big-endian length, then UTF-8 JSON
@@ -123,7 +124,10 @@ type Event =
   };
 type Mux = AsyncIterable<Event> & { add(it: AsyncIterable<Event>): void };
 
-/** The book's `send()` as bytes: one frame of `wire`, header and body in one buffer. */
+/**
+ * book: def send(channel, *args): its bytes, one frame of `wire`, header and
+ * body in one buffer (the book wrote them in two `send()` calls).
+ */
 export function encodeFrame(text: string, wire: Wire): Uint8Array {
   const body = wire === "json"
     ? encoder.encode(JSON.stringify([text]))
@@ -137,10 +141,10 @@ export function encodeFrame(text: string, wire: Wire): Uint8Array {
   return bytes;
 }
 
-/** Frames for each of `texts`, in one buffer. */
+/** Frames for each of `texts`, one after another in one buffer. */
 function encodeFrames(texts: string[], wire: Wire): Uint8Array {
-  if (texts.length === 1) return encodeFrame(texts[0], wire);
-  return concat(texts.map((text) => encodeFrame(text, wire)));
+  const frames = texts.map((text) => encodeFrame(text, wire));
+  return concat(frames);
 }
 
 /**
@@ -195,7 +199,7 @@ export type Taken =
   | { text: undefined; need: number };
 
 /**
- * The book's `receive()` as a pure function: the first whole frame at the
+ * book: def receive(channel), as a pure function: the first whole frame at the
  * start of `bytes`, or how many bytes a whole frame needs. Throws for a bad
  * frame: a length over `maxFrame`, a book header whose last 4 bytes are not
  * zero, or a body that is not an array of one text (JSON) or a pickled
@@ -259,8 +263,8 @@ function parsePickle(body: Uint8Array): string {
   }
 }
 
-// The book's chat frame body: a strict reader and an exact writer for
-// `pickle.dumps((text,))`.
+// Not in the book: the strict pickle decoder. The book's chat frame body, a
+// strict reader and an exact writer for `pickle.dumps((text,))`.
 //
 // The book's 2_3 chat server and client send every message as
 // `pickle.dumps(args)`, where `args` is a tuple holding one `str`, and read it
@@ -743,19 +747,37 @@ export class Channel {
     readonly id = 0,
     public wire?: Wire,
   ) {
-    // Each accepted connection is its own socket, so Nagle's delay is turned
-    // off per connection: a frame goes out at once, as one write.
+    // Not in the book: Nagle's algorithm off. With it on, the kernel may hold
+    // a small write back until the last one is acknowledged, which is what
+    // delayed the book's second send(). TCP_NODELAY is a setting of each
+    // connected socket, and `Deno.listen()` takes no option that would set it
+    // on the sockets it accepts, so `setNoDelay(true)` is called on each
+    // `Deno.TcpConn` here, as it is made: every accepted connection, and the
+    // client's own. A frame is then one write that goes out at once.
     conn.setNoDelay(true);
   }
 
-  /** The book's `receive()`: the next whole frame's text; null at the end. */
+  /**
+   * book: def receive(channel): the next whole frame's text; null at the end.
+   * The book read a header's worth and then the body with `recv()`, and lost
+   * data when TCP cut a frame; this reads until a whole frame is here.
+   */
   async receive(): Promise<string | null> {
     while (true) {
       const text = this.#take();
       if (text !== undefined) return text;
+      // `conn.read(view)` is the book's `recv()`: it resolves once some bytes
+      // have come (at least one, at most the view's length) with how many it
+      // wrote into the view, or with null at the end of the stream. Until then
+      // the read is pending, and it holds the view, and so the whole buffer
+      // under it, for as long as the peer sends nothing: that is why an idle
+      // connection reads into the small #idle buffer.
       const n = await this.conn.read(this.#buffer.subarray(this.#end));
-      if (n === null && this.#end === this.#start) return null;
-      if (n === null) throw new Error("hung up mid-frame");
+      if (n === null) {
+        const buffered = this.#end - this.#start;
+        if (buffered === 0) return null; // the end, between frames
+        throw new Error("hung up mid-frame");
+      }
       this.#end += n;
     }
   }
@@ -763,11 +785,19 @@ export class Channel {
   /** A whole frame from the buffer, or undefined after making room for one. */
   #take(): string | undefined {
     const bytes = this.#buffer.subarray(this.#start, this.#end);
-    if (this.wire === undefined) frameLength(bytes, this.maxFrame); // too long?
-    this.wire ??= detectWire(bytes);
-    const taken: Taken = this.wire === undefined
-      ? { text: undefined, need: 5 }
-      : takeFrame(bytes, this.wire, this.maxFrame);
+    if (this.wire === undefined) {
+      // Not in the book: the wire detection. Before the wire is known, a
+      // length over maxFrame is refused as soon as its 4 bytes are here
+      // (frameLength throws), so a bad first frame is not waited for.
+      frameLength(bytes, this.maxFrame);
+      this.wire = detectWire(bytes);
+    }
+    let taken: Taken;
+    if (this.wire === undefined) {
+      taken = { text: undefined, need: 5 }; // detectWire needs byte 4
+    } else {
+      taken = takeFrame(bytes, this.wire, this.maxFrame);
+    }
     if (taken.text === undefined) {
       this.#makeRoom(taken.need);
       return undefined;
@@ -776,7 +806,8 @@ export class Channel {
     this.#takenBytes += taken.size;
     if (this.#start === this.#end) {
       // Every byte read is taken: start over, in the small buffer.
-      this.#start = this.#end = 0;
+      this.#start = 0;
+      this.#end = 0;
       this.#buffer = this.#idle;
     }
     return taken.text;
@@ -807,7 +838,9 @@ export class Channel {
   /** The frames already whole in the buffer, taken without a read. */
   takeBuffered(): string[] {
     const texts: string[] = [];
-    for (let text = this.#take(); text !== undefined; text = this.#take()) {
+    while (true) {
+      const text = this.#take();
+      if (text === undefined) break;
       texts.push(text);
     }
     return texts;
@@ -821,6 +854,10 @@ export class Channel {
    * the benchmark shows matters: a write per frame halved the deliveries/s.
    */
   async *events(): AsyncGenerator<Event> {
+    // An error (a bad frame, a hang-up mid-frame, a read interrupted by
+    // close()) ends the loop the same way as the end of the stream: caught
+    // here, it becomes the one `data: null` event, since an input that threw
+    // would make MuxAsyncIterator throw out of the server's loop.
     try {
       while (true) {
         const first = await this.receive();
@@ -834,12 +871,15 @@ export class Channel {
     yield { source: "client", channel: this, data: null, bytes: 0 };
   }
 
-  /** The book's `send(channel, text)`, in this connection's wire. */
+  /** book: def send(channel, *args): one text, in this connection's wire. */
   sendText(text: string): void {
     this.send(encodeFrame(text, this.wire ?? "json"));
   }
 
-  /** Queues a frame; past MAX_QUEUE_BYTES waiting, the peer is dropped. */
+  /**
+   * book: channel.send(...): queues a frame (see #flush for the writer);
+   * past MAX_QUEUE_BYTES waiting, the peer is dropped.
+   */
   send(bytes: Uint8Array): void {
     if (this.dropReason !== undefined) return;
     this.#queue.push(bytes);
@@ -857,9 +897,12 @@ export class Channel {
   }
 
   /**
-   * Closes it with `reason` unless `clearDeadline()` comes first. The timer
-   * holds this Channel (and its buffers) until it fires or is cleared, so
-   * both the NAME frame and `close()` clear it: a connection that ended is
+   * Not in the book: the name deadline (the book waited for a name forever,
+   * and the whole server with it). Closes it with `reason` unless
+   * `clearDeadline()` comes first. `setTimeout` schedules the call on Deno's
+   * event loop, as in a browser, and returns an id for `clearTimeout`. The
+   * timer holds this Channel (and its buffers) until it fires or is cleared,
+   * so both the NAME frame and `close()` clear it: a connection that ended is
    * free to be collected at once, not 10 seconds later.
    */
   setDeadline(ms: number, reason: string): void {
@@ -873,14 +916,31 @@ export class Channel {
   }
 
   /**
-   * The one writer: all that is queued goes out in one write per turn.
-   * `conn.write` may take only part of a buffer, so it loops on the rest.
+   * Not in the book: the queue per client and its one writer. The book's
+   * `send()` called `channel.send()`, which blocked the whole server while one
+   * slow client's socket buffer was full; here `send()` only queues, and this
+   * writer, one per client while anything is queued, writes what is queued
+   * in one write per turn.
+   *
+   * `conn.write(bytes)` resolves with how many bytes the kernel took, which
+   * may be fewer than were given when the socket's send buffer is nearly
+   * full (a partial write, as Python's `socket.send()` may make). So it loops
+   * on the rest until all is written; `await` lets the loop serve everyone
+   * else meanwhile.
    */
   async #flush(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
         const queue = this.#queue.splice(0);
-        const chunk = queue.length === 1 ? queue[0] : concat(queue);
+        // A single frame is written as it is, not copied: #broadcast hands
+        // every receiver the same buffer, and a copy per receiver would undo
+        // the point of encoding it once.
+        let chunk: Uint8Array;
+        if (queue.length === 1) {
+          chunk = queue[0];
+        } else {
+          chunk = concat(queue);
+        }
         let rest = chunk;
         while (rest.length > 0) {
           const written = await this.conn.write(rest);
@@ -893,7 +953,11 @@ export class Channel {
     }
   }
 
-  /** Closes it once; that ends a pending read, and so `events()`. */
+  /**
+   * book: sock.close(). Closes it once; that ends a pending read (it rejects
+   * with Deno.errors.Interrupted, which `events()` catches), and so
+   * `events()`.
+   */
   close(reason = "closed"): void {
     if (this.dropReason !== undefined) return;
     this.dropReason = reason;
@@ -911,7 +975,26 @@ function closeQuietly(conn: Deno.Conn): void {
   }
 }
 
-/** The book's `select.select(inputs, ...)`: one stream of whatever is ready. */
+/**
+ * book: select.select(inputs, self.outputs, []): one stream of whatever is
+ * ready.
+ *
+ * `MuxAsyncIterator` (from Deno's standard library) merges async iterables
+ * into one. Its `add()` calls the added iterable's `next()` at once, so every
+ * input is being waited on from the moment it is added, as a socket is from
+ * the moment it is in select's list. It yields the events in the order they
+ * came: whichever input produced a value first is yielded first, and inputs
+ * ready at the same time come in the order they became ready, with no input
+ * ranked before another (the book's loop handled `readable` in list order:
+ * the server socket, then stdin, then the clients). It pulls each input only
+ * as its consumer asks: after yielding an input's event it calls that
+ * input's `next()` again only when the loop asks for the event after it, so
+ * each input has at most one event waiting, and a client's next read starts
+ * only once its last event has been handled. `add()` also works while the
+ * loop runs, as the book's `inputs.append(client)` does. When the loop leaves
+ * with `break`, the inputs are not stopped: their pending reads go on until
+ * their connections are closed (`shutdown()`) or the process exits.
+ */
 function select(...inputs: AsyncIterable<Event>[]): Mux {
   const mux = new MuxAsyncIterator();
   for (const input of inputs) mux.add(input);
@@ -923,7 +1006,19 @@ function isOutOfResources(error: Error): boolean {
   return /os error (12|23|24|105)\b/.test(error.message);
 }
 
-/** The listening socket's events: one per accepted connection. */
+/**
+ * The listening socket's events, one per accepted connection: the book's
+ * `self.server` in select's `inputs`.
+ *
+ * Each of select's inputs here is an async generator (`async function*`).
+ * Calling one runs none of its body; each call of its `next()` runs the body
+ * up to its next `yield` and resolves with the value yielded, and the body
+ * then waits at that `yield` until `next()` is called again. So this one is
+ * inside `listener.accept()` only while `MuxAsyncIterator` waits for its next
+ * event, and it is paused at `yield` while the loop handles the connection it
+ * accepted: being waited on by the mux is what being in select's list was.
+ * A `return` (here, once the listener is closed) ends the input.
+ */
 async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
   while (true) {
     let conn: Deno.TcpConn;
@@ -949,11 +1044,21 @@ async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
 }
 
 /**
- * Lines typed, then one `line: null` event at the end of stdin. A plain
- * `Deno.stdin.read()` loop into our own buffer: every byte read is ours, so
- * no line can be lost (`Deno.stdin.readable` through `TextLineStream` can
- * lose the first one, denoland/deno#35601). A last line without a newline
- * still counts as a line. A line is kept to at most MAX_LINE_CHARS (the
+ * Lines typed, then one `line: null` event at the end of stdin: the book's
+ * `sys.stdin` in select's list, and its `sys.stdin.readline()`.
+ *
+ * `Deno.stdin.read(chunk)` is one read(2) of standard input into `chunk`: it
+ * resolves with how many bytes it put there (whatever the terminal or pipe
+ * had, not one line), or null at the end of stdin. It is not split into lines
+ * for us, so this generator keeps the bytes after the last newline and splits
+ * them itself. Deno's other way, `Deno.stdin.readable` piped through
+ * `TextLineStream`, would split lines for us, but it can lose the first line
+ * typed on Unix (denoland/deno#35601, open: a read the stream starts and then
+ * cancels is left running and takes that line). Plain `read()` calls are
+ * never cancelled, so every byte read comes here and no line can be lost.
+ * A read that is pending cannot be cancelled either; that is why the script
+ * ends with `Deno.exit(0)`. A last line without a newline still counts as a
+ * line. A line is kept to at most MAX_LINE_CHARS (the
  * rest, up to its newline, is dropped), so a stdin without newlines cannot
  * grow it forever; a client refuses such a line as too long to send. The
  * book's loop spun at the end of stdin, as `select` kept saying it was
@@ -983,18 +1088,30 @@ async function* stdinLines(): AsyncGenerator<Event> {
       cut = true;
     }
   }
-  pending += cut ? "" : text.decode();
+  if (!cut) pending += text.decode(); // the end of a character cut in two
   if (pending !== "") yield { source: "stdin", line: pending };
   yield { source: "stdin", line: null };
 }
 
 /**
- * Ctrl-C, or SIGTERM where there is one: the book's signal handler. The
- * listeners are added when this is called (before the ready line, so a
- * Ctrl-C right after it gets the shutdown) and stay until the process
- * exits: a second signal, such as the one a terminal's Ctrl-C delivers to
- * `deno task` and passes on again, finds a listener that does nothing more,
- * instead of Deno's default exit with 130. One event, however many signals.
+ * Ctrl-C, or SIGTERM where there is one: the book's
+ * `signal.signal(signal.SIGINT, self.sighandler)`, and the client's
+ * `except KeyboardInterrupt:`, as one event for select.
+ *
+ * `Deno.addSignalListener(name, fn)` calls `fn` for each such signal and,
+ * while any listener is installed, stops the signal's default action (for
+ * SIGINT, exiting with 130). The listeners are added when this is called
+ * (before the ready line, so a Ctrl-C right after it gets the shutdown) and
+ * are never removed, so they stay until the process exits: a second signal,
+ * such as the one a terminal's Ctrl-C delivers to `deno task` and that it then
+ * passes on again, finds a listener that does nothing more, instead of
+ * Deno's default exit with 130 in the middle of the shutdown. Windows has no
+ * SIGTERM listener in Deno, only SIGINT and SIGBREAK.
+ *
+ * `Promise.withResolvers()` returns a promise together with the `resolve`
+ * function that settles it, so the listener can be that function itself. A
+ * promise settles once; later calls do nothing, so this is one event however
+ * many signals come.
  */
 function interrupts(): AsyncIterable<Event> {
   const { promise, resolve } = Promise.withResolvers<void>();
@@ -1006,10 +1123,15 @@ function interrupts(): AsyncIterable<Event> {
   })();
 }
 
-/** An example chat server: one loop over whatever is ready, as with select. */
+/**
+ * book: class ChatServer(object): one loop over whatever is ready, as with
+ * select.
+ */
 export class ChatServer {
-  clients = 0;
-  clientmap = new Map<Channel, string>(); // each connection: name@ip, or ""
+  clients = 0; // book: self.clients
+  // book: self.clientmap, and self.outputs (the named ones): each connection's
+  // name@ip, the book's get_client_name(), or "" until it sends its NAME.
+  clientmap = new Map<Channel, string>();
   readonly server: Deno.TcpListener;
   #shuttingDown = false;
 
@@ -1018,6 +1140,10 @@ export class ChatServer {
    * handles: what `select` would have returned, and what the loop did with
    * it. When it is not, each `this.trace?.(...)` below stops at the `?.`,
    * before its line is built: tracing off costs nothing.
+   *
+   * book: def __init__(self, port, backlog=5): `Deno.listen()` is socket(),
+   * bind() and listen() in one, with SO_REUSEADDR set (on Unix) as the book
+   * sets it.
    */
   constructor(port: number, readonly trace?: Trace) {
     try {
@@ -1031,22 +1157,28 @@ export class ChatServer {
   }
 
   /**
-   * The book's loop, over the listening socket, every client and `inputs`
-   * (the command line passes stdin and the signals). Returns after
-   * `shutdown()`, once the loop has stopped.
+   * book: def run(self): the loop, over the listening socket, every client
+   * and `inputs` (the command line passes stdin and the signals). Returns
+   * after `shutdown()`, once the loop has stopped.
    */
   async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    // book: inputs = [self.server, sys.stdin]
     const ready = select(accepts(this.server), ...inputs);
     let lastId = 0;
+    // book: while running: readable, ... = select.select(...); for sock in
+    // readable: here one event at a time, each one input that was ready.
     for await (const event of ready) {
       if (event.source === "server") {
-        // book: if sock == self.server: a connection, whose NAME comes as an event.
-        const channel = new Channel(event.conn, ++lastId);
+        // book: if sock == self.server: a connection, whose NAME comes as an
+        // event.
+        lastId += 1; // book: client.fileno(), which Deno does not have
+        const channel = new Channel(event.conn, lastId);
         const { hostname, port } = event.conn.remoteAddr;
         const from = `('${hostname}', ${port})`;
         console.log(`Chat server: got connection ${channel.id} from ${from}`);
         this.clientmap.set(channel, "");
-        ready.add(channel.events());
+        ready.add(channel.events()); // book: inputs.append(client)
+        // Not in the book: the name deadline (see Channel.setDeadline).
         const seconds = NAME_TIMEOUT_MS / 1000;
         channel.setDeadline(
           NAME_TIMEOUT_MS,
@@ -1067,21 +1199,22 @@ export class ChatServer {
         this.shutdown();
         break;
       } else if (event.source === "signal") {
-        // book: sighandler()
+        // book: def sighandler(self, signum, frame):
         this.trace?.("signal: SIGINT or SIGTERM -> shutdown");
         console.log("Shutting down server...");
         this.shutdown();
         break;
       } else {
-        // book: all other sockets
+        // book: else: # handle all other sockets
         this.#receive(event.channel, event.data, event.bytes);
       }
     }
   }
 
   /**
-   * Closes the listening socket and every connection, once: a second call
-   * (a second Ctrl-C) does nothing and prints nothing.
+   * book: sighandler's closing, and `self.server.close()` after the loop:
+   * closes the listening socket and every connection, once. A second call (a
+   * second Ctrl-C) does nothing and prints nothing.
    */
   shutdown(): void {
     if (this.#shuttingDown) return;
@@ -1100,6 +1233,8 @@ export class ChatServer {
   #receive(channel: Channel, frames: string[] | null, bytes: number): void {
     let name = this.clientmap.get(channel);
     if (frames === null) {
+      // book: else: print ("Chat server: %d hung up" ...), and the
+      // `except socket.error:` that removed a broken socket.
       const why = channel.dropReason;
       channel.close();
       this.clientmap.delete(channel);
@@ -1125,24 +1260,30 @@ export class ChatServer {
     }
     let messages = frames;
     if (!name) {
-      // The book read the name in its accept branch, blocking everyone:
-      // here it is the connection's first frame, whenever it comes.
+      // book: cname = receive(client).split('NAME: ')[1], in the accept
+      // branch, blocking everyone: here the name is the connection's first
+      // frame, whenever it comes.
       const data = frames[0];
       if (!data.startsWith("NAME: ")) {
         this.trace?.(this.#read(channel, frames, bytes) + " -> not NAME: drop");
-        return channel.close("no NAME: first");
+        channel.close("no NAME: first");
+        return;
       }
       if (data.length > 6 + MAX_NAME_CHARS) {
         this.trace?.(
           this.#read(channel, frames, bytes) + " -> a long name: drop",
         );
-        return channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+        channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+        return;
       }
       channel.clearDeadline();
       const host = channel.conn.remoteAddr.hostname;
       name = `${data.slice("NAME: ".length)}@${host}`;
       this.clients += 1;
+      // book: send(client, 'CLIENT: ' + str(address[0]))
       channel.sendText(`CLIENT: ${host}`);
+      // book: msg = "\n(Connected: New client (%d) from %s)"; for output in
+      // self.outputs: send(output, msg)
       const joined = `(Connected: New client (${this.clients}) from ${name})`;
       const told = this.#broadcast([`\n${joined}`]);
       this.clientmap.set(channel, name);
@@ -1154,7 +1295,7 @@ export class ChatServer {
       );
       if (messages.length === 0) return;
     }
-    // book: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
+    // book: if data: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
     const texts = messages.map((data) => `\n#[${name}]>>${data}`);
     const told = this.#broadcast(texts, channel);
     this.trace?.(
@@ -1172,6 +1313,7 @@ export class ChatServer {
   }
 
   /**
+   * book: for output in self.outputs: if output != sock: send(output, msg).
    * Sends `texts` to every named client but `except`, in one buffer each;
    * returns how many it sent them to.
    * The server encodes every frame itself, once per wire, in each
@@ -1184,14 +1326,19 @@ export class ChatServer {
     for (const [output, name] of this.clientmap) {
       if (!name || output === except) continue;
       const wire = output.wire!; // known: it sent its NAME
-      output.send(frames[wire] ??= encodeFrames(texts, wire));
+      let bytes = frames[wire];
+      if (bytes === undefined) {
+        bytes = encodeFrames(texts, wire); // once per wire, not per receiver
+        frames[wire] = bytes;
+      }
+      output.send(bytes);
       receivers += 1;
     }
     return receivers;
   }
 }
 
-/** A command line chat client: stdin and the socket, waited on at once. */
+/** book: class ChatClient(object): stdin and the socket, waited on at once. */
 export class ChatClient {
   constructor(
     readonly channel: Channel,
@@ -1199,7 +1346,11 @@ export class ChatClient {
     readonly trace?: Trace, // as the server's: one line per event
   ) {}
 
-  /** The book's constructor: connect, send the name, learn our address. */
+  /**
+   * book: class ChatClient(object): def __init__: connect, send the name,
+   * learn our address. A static async method, since a constructor cannot
+   * `await`.
+   */
   static async connect(
     name: string,
     port: number,
@@ -1207,27 +1358,37 @@ export class ChatClient {
     trace?: Trace,
   ): Promise<ChatClient> {
     try {
+      // book: self.sock = socket.socket(...); self.sock.connect((host, port))
       const conn = await Deno.connect({ hostname: SERVER_HOST, port });
       console.log(`Now connected to chat server@ port ${port}`);
       const channel = new Channel(conn, 0, wire);
       channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
+      // book: send(self.sock,'NAME: ' + self.name)
       channel.sendText(`NAME: ${name}`);
       trace?.(`connected, NAME sent in ${wire} frames`);
+      // book: data = receive(self.sock); addr = data.split('CLIENT: ')[1]
       const data = await channel.receive();
-      if (!data?.startsWith("CLIENT: ")) throw new Error("no CLIENT: reply");
+      if (data === null || !data.startsWith("CLIENT: ")) {
+        throw new Error("no CLIENT: reply");
+      }
       const address = data.slice("CLIENT: ".length);
       trace?.(`readable: the socket -> CLIENT: ${previewText(address)}`);
       return new ChatClient(channel, `[${name}@${address}]> `, trace);
     } catch {
+      // book: except socket.error as e:
       console.log(`Failed to connect to chat server @ port ${port}`);
       Deno.exit(1);
     }
   }
 
-  /** The book's client loop: returns when the client is done. */
+  /** book: def run(self): the client loop; returns when the client is done. */
   async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    // book: select.select([0, self.sock], [], [])
     const ready = select(this.channel.events(), ...inputs);
-    const prompt = encoder.encode(this.prompt); // no newline: no console.log
+    // book: sys.stdout.write(self.prompt); sys.stdout.flush(). The prompt
+    // has no newline, so not console.log (which adds one):
+    // `Deno.stdout.writeSync` writes the bytes to standard output at once.
+    const prompt = encoder.encode(this.prompt);
     Deno.stdout.writeSync(prompt);
     for await (const event of ready) {
       if (event.source === "stdin") {
@@ -1245,24 +1406,29 @@ export class ChatClient {
         const wire = this.channel.wire!;
         const bytes = encodeFrame(line, wire);
         const tooLong = bytes.length > HEADER_BYTES[wire] + MAX_FRAME_BYTES;
+        let outcome: string;
+        if (tooLong) {
+          outcome = "too long, not sent";
+        } else if (line) {
+          outcome = `sent as a ${bytes.length}-byte frame`;
+        } else {
+          outcome = "empty, nothing sent"; // book: if data: send(...)
+        }
         this.trace?.(
-          `readable: sys.stdin -> a line ${previewText(line)} -> ` +
-            (tooLong
-              ? "too long, not sent"
-              : line
-              ? `sent as a ${bytes.length}-byte frame`
-              : "empty, nothing sent"),
+          `readable: sys.stdin -> a line ${previewText(line)} -> ${outcome}`,
         );
         if (tooLong) {
           console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
-        } else if (line) this.channel.send(bytes);
+        } else if (line) {
+          this.channel.send(bytes);
+        }
       } else if (event.source === "signal") {
         // book: except KeyboardInterrupt:
         this.trace?.("signal: SIGINT or SIGTERM -> interrupted");
         console.log(" Client interrupted. ");
         break;
       } else if (event.source === "client" && event.data !== null) {
-        // book: elif sock == self.sock:
+        // book: elif sock == self.sock: ... else: sys.stdout.write(data + '\n')
         this.trace?.(
           `readable: the socket -> ${plural(event.data.length, "frame")} ` +
             `(${event.bytes} bytes), first ${previewText(event.data[0])} ` +
@@ -1270,12 +1436,9 @@ export class ChatClient {
         );
         console.log(event.data.join(`\n${this.prompt}`)); // a prompt each
       } else {
-        this.trace?.(
-          `readable: the socket -> ${
-            this.channel.dropReason ?? "end of stream"
-          }` +
-            ", shutting down",
-        );
+        // book: if not data: print ('Client shutting down.')
+        const why = this.channel.dropReason ?? "end of stream";
+        this.trace?.(`readable: the socket -> ${why}, shutting down`);
         console.log("Client shutting down.");
         break;
       }
@@ -1284,7 +1447,13 @@ export class ChatClient {
     this.channel.close();
   }
 
-  /** Sends what is queued (for at most LEAVE_FLUSH_MS), then closes. */
+  /**
+   * Not in the book (it could not leave at the end of stdin): sends what is
+   * queued, for at most LEAVE_FLUSH_MS, then closes. `delay()` with an
+   * AbortSignal is a timer that can be cancelled: once the queue is drained,
+   * `abort()` clears it (its promise rejects, which `.catch` ignores), so no
+   * timer is left to keep the process waiting.
+   */
   async leave(): Promise<void> {
     const timeout = new AbortController();
     await Promise.race([
@@ -1296,27 +1465,35 @@ export class ChatClient {
   }
 }
 
-/** argparse: usage and `FILE: error: message` on stderr, exit 2. */
+/**
+ * book: argparse's error: usage and `FILE: error: message` on stderr, exit 2.
+ */
 function argumentError(message: string): never {
   console.error(`${USAGE}\n${FILE}: error: ${message}`);
   Deno.exit(2);
 }
 
+// book: if __name__ == "__main__": `import.meta.main` is true only when this
+// file is the script run, not when a test imports it.
 if (import.meta.main) {
+  // book: parser = argparse.ArgumentParser(...); parser.parse_args()
   const args = parseArgs(Deno.args, {
     string: ["name", "port", "wire"],
     boolean: ["help", "trace"],
     alias: { h: "help" },
     unknown: (arg: string) => argumentError(`unrecognized arguments: ${arg}`),
   });
-  const missing = ["name", "port"].filter((f) => !(f in args)).join(", --");
+  const missingFlags: string[] = [];
+  if (args.name === undefined) missingFlags.push("--name");
+  if (args.port === undefined) missingFlags.push("--port");
   const port = Number(args.port);
   if (args.help) {
     console.log(HELP);
     Deno.exit(0);
   }
-  if (missing) {
-    argumentError(`the following arguments are required: --${missing}`);
+  if (missingFlags.length > 0) {
+    const missing = missingFlags.join(", ");
+    argumentError(`the following arguments are required: ${missing}`);
   }
   if (!/^\d+$/.test(args.port) || port > 65535) {
     argumentError(`argument --port: invalid port value: '${args.port}'`);
@@ -1338,20 +1515,24 @@ if (import.meta.main) {
     : undefined;
   // Signal listeners first: a Ctrl-C right after the ready line is ours.
   const signals = interrupts();
+  // book: if name == CHAT_SERVER_NAME: server = ChatServer(port); server.run()
   if (args.name === CHAT_SERVER_NAME) {
     await new ChatServer(port, trace).run(stdinLines(), signals);
   } else {
-    await (await ChatClient.connect(args.name, port, wire, trace)).run(
-      stdinLines(),
-      signals,
-    );
+    const client = await ChatClient.connect(args.name, port, wire, trace);
+    await client.run(stdinLines(), signals);
   }
   // A terminal's Ctrl-C reaches `deno task` and this script at once, and
   // `deno task` then forwards it to the script: a second SIGINT comes a
   // moment after the first. While the listeners are in place it does
   // nothing (the shutdown is done), but one that comes while the process is
   // ending finds none and kills it with 130. So wait SIGNAL_GRACE_MS for it,
-  // then exit at once (a pending stdin read would keep the process alive).
+  // then exit at once.
   await delay(SIGNAL_GRACE_MS);
+  // Deno exits by itself only once nothing is pending (signal listeners do
+  // not count). A `Deno.stdin.read()` is still pending here: it cannot be
+  // cancelled, and a terminal's stdin never ends, so without an explicit exit
+  // the process would wait for a line nobody reads. The book's script simply
+  // returned from its main block.
   Deno.exit(0);
 }
