@@ -41,7 +41,9 @@
  *   before the client's EOF is still answered (without a terminator).
  * - A line is bounded: past MAX_LINE_BYTES the client gets a one-line error
  *   and is disconnected (lingering first, so a reset cannot destroy the
- *   error); everyone else carries on.
+ *   error); everyone else carries on. So is the wait for its end: a line
+ *   begun but not ended within --line-timeout seconds (default 10) closes
+ *   that connection, so a client cannot hold its buffer for ever.
  * - Ctrl-C or SIGTERM: one shutdown line, every client closed with
  *   "closed by server shutdown", exit 0. A client that resets before it is
  *   accepted costs one log line, not a pause: the accept loop pauses only
@@ -72,6 +74,9 @@ const ACCEPT_PAUSE_MS = 100;
 /** How long, after its shutdown, the script waits for forwarded SIGINTs. */
 const SIGNAL_GRACE_MS = 100;
 const MAX_LINE_BYTES = 64 * 1024;
+/** Seconds a started line may take to end (--line-timeout): a client that
+ * sends part of a line and waits cannot hold its buffer for ever. */
+const LINE_TIMEOUT_S = 10;
 /** An idle connection's read buffer: a pending read holds it until data comes. */
 const IDLE_READ_BYTES = 256;
 /** Replies up to this size are assembled in a buffer borrowed from the pool. */
@@ -87,7 +92,8 @@ const YOU_SAID = new TextEncoder().encode("You said: ");
 const LINE_TOO_LONG = new TextEncoder().encode(
   `Error: line longer than ${MAX_LINE_BYTES} bytes, closing the connection\n`,
 );
-const USAGE = `usage: ${FILE} [-h] --port PORT [--host HOST] [--trace]`;
+const USAGE =
+  `usage: ${FILE} [-h] --port PORT [--host HOST] [--line-timeout SECONDS] [--trace]`;
 const HELP = `${USAGE}
 
 Echo server example with Diesel, ported to Deno
@@ -96,6 +102,8 @@ options:
   -h, --help   show this help message and exit
   --port PORT  port to listen on (0 picks a free port)
   --host HOST  address to listen on (default: ${SERVER_HOST})
+  --line-timeout SECONDS
+               time a started line may take to end (default: ${LINE_TIMEOUT_S})
   --trace      print each line read and each reply written, per client, on
                stderr`;
 
@@ -175,6 +183,12 @@ export class DieselConnection {
   #end = 0;
   #eof = false;
   #lastReadFilled = false;
+  /**
+   * Not in diesel: when the line now waiting for its end began to arrive
+   * (Date.now()), or undefined while no partial line is held. The server's
+   * sweep closes a connection whose line is late.
+   */
+  partialSince: number | undefined;
 
   constructor(readonly conn: Deno.Conn) {}
 
@@ -197,10 +211,12 @@ export class DieselConnection {
           line = pending; // EOF: the last bytes, even without a terminator
         }
         this.#start += line.length;
+        this.partialSince = undefined;
         if (line.length === 0) return null;
         return line;
       }
       searchFrom = pending.length;
+      if (pending.length > 0) this.partialSince ??= Date.now();
       this.#makeRoom();
       // `conn.read(buffer)` resolves with how many bytes it put into
       // `buffer`, or null at the client's EOF. While it waits, the event
@@ -317,8 +333,11 @@ function closeQuietly(conn: Deno.Conn): void {
 
 /** book: `class EchoServer(object):`, with its one handler. */
 export class EchoServer {
-  /** Every open connection, so that shutdown can close them. */
-  readonly connections = new Set<Deno.TcpConn>();
+  /** Every open connection and its reader, so that shutdown and the line sweep can close them. */
+  readonly connections = new Map<Deno.TcpConn, DieselConnection>();
+  /** Connections the sweep closed for a late line, for their farewell. */
+  readonly #late = new Set<Deno.TcpConn>();
+  #sweeper?: ReturnType<typeof setInterval>;
   /** Set by shutdown: a handler's read or write that fails now was closed by it. */
   shuttingDown = false;
   /**
@@ -333,7 +352,32 @@ export class EchoServer {
    * reply written. When it is not, each `this.trace?.(...)` below stops at
    * the `?.`, before its message is built: tracing off costs nothing.
    */
-  constructor(readonly trace?: (line: string) => void) {}
+  constructor(
+    readonly trace?: (line: string) => void,
+    readonly lineTimeoutMs = LINE_TIMEOUT_S * 1000,
+  ) {}
+
+  /**
+   * Not in the book: one timer for every connection (a timer per line would
+   * cost a timer per read) closes a connection whose partial line has waited
+   * longer than lineTimeoutMs for its end; its pending read then fails.
+   */
+  startSweep(): void {
+    this.#sweeper = setInterval(() => {
+      const oldest = Date.now() - this.lineTimeoutMs;
+      for (const [conn, client] of this.connections) {
+        if (client.partialSince !== undefined && client.partialSince < oldest) {
+          this.#late.add(conn);
+          closeQuietly(conn);
+        }
+      }
+    }, Math.min(this.lineTimeoutMs / 4, 1000)); // a close is at most 1/4 late
+  }
+
+  /** Shutdown: no more sweeps. */
+  stopSweep(): void {
+    clearInterval(this.#sweeper);
+  }
 
   /** After shutdown: resolves once every handler has printed its farewell. */
   allEnded(): Promise<void> {
@@ -347,8 +391,8 @@ export class EchoServer {
     const { hostname: host, port } = conn.remoteAddr;
     // book: print ("Echo client connected from: %s:%d" %(host, port))
     console.log(`Echo client connected from: ${host}:${port}`);
-    this.connections.add(conn);
     const client = new DieselConnection(conn);
+    this.connections.set(conn, client);
     let farewell = "disconnected";
     try {
       // book: while True:
@@ -378,6 +422,9 @@ export class EchoServer {
         // Closing a connection under a pending read rejects it (Interrupted
         // or BadResource): that is the shutdown, not the client's fault.
         farewell = "closed by server shutdown";
+      } else if (this.#late.has(conn)) {
+        const seconds = this.lineTimeoutMs / 1000;
+        farewell = `sent no end of line within ${seconds} s, disconnected`;
       } else if (error instanceof LineTooLongError) {
         farewell = `sent a line over ${MAX_LINE_BYTES} bytes, disconnected`;
         try {
@@ -395,6 +442,7 @@ export class EchoServer {
     }
     console.log(`Echo client ${host}:${port} ${farewell}`);
     this.connections.delete(conn);
+    this.#late.delete(conn);
     if (this.shuttingDown && this.connections.size === 0) {
       this.#allEnded.resolve();
     }
@@ -426,6 +474,7 @@ export async function main(
   port: number,
   host = SERVER_HOST,
   trace?: (line: string) => void,
+  lineTimeoutMs = LINE_TIMEOUT_S * 1000,
 ): Promise<void> {
   let listener: Deno.TcpListener;
   try {
@@ -446,7 +495,8 @@ export async function main(
     Deno.exit(1);
   }
   // book: server = EchoServer()
-  const server = new EchoServer(trace);
+  const server = new EchoServer(trace, lineTimeoutMs);
+  server.startSweep();
 
   // One shutdown, however many signals arrive: a terminal's Ctrl-C under
   // `deno task` reaches the task runner and this script, so a second SIGINT
@@ -459,7 +509,8 @@ export async function main(
     server.shuttingDown = true;
     console.log("Shutting down echo server...");
     listener.close(); // the pending accept() rejects: the loop below ends
-    for (const conn of server.connections) closeQuietly(conn);
+    server.stopSweep();
+    for (const conn of server.connections.keys()) closeQuietly(conn);
   };
   Deno.addSignalListener("SIGINT", shutdown);
   Deno.addSignalListener("SIGTERM", shutdown);
@@ -505,7 +556,7 @@ function argumentError(message: string): never {
 if (import.meta.main) {
   // book: parser = argparse.ArgumentParser(...); parser.add_argument('--port', ...)
   const args = parseArgs(Deno.args, {
-    string: ["port", "host"],
+    string: ["port", "host", "line-timeout"],
     boolean: ["help", "trace"],
     alias: { h: "help" },
     default: { host: SERVER_HOST },
@@ -522,12 +573,17 @@ if (import.meta.main) {
   if (!/^\d+$/.test(args.port) || port > 65535) {
     argumentError(`argument --port: invalid port value: '${args.port}'`);
   }
+  const lineTimeout = args["line-timeout"] ?? `${LINE_TIMEOUT_S}`;
+  const seconds = Number(lineTimeout);
+  if (!(seconds > 0 && seconds <= 3600)) {
+    argumentError(`argument --line-timeout: invalid value: '${lineTimeout}'`);
+  }
   // One line on stderr per line read and reply written, only with --trace.
   const trace: ((line: string) => void) | undefined = args.trace
     ? (line) => console.error(`trace: ${line}`)
     : undefined;
   // book: main(port)
-  await main(port, args.host, trace);
+  await main(port, args.host, trace, seconds * 1000);
   // A terminal's Ctrl-C reaches `deno task` and this script at once, and
   // `deno task` then forwards it to the script: more SIGINTs come a moment
   // after the first. While the listeners are in place they do nothing (the

@@ -81,6 +81,21 @@ Deno.test("2_5: 200 concurrent clients with 50 lines each all get their replies"
   await Promise.all(Array.from({ length: 200 }, (_, id) => talk(id)));
 });
 
+/** A client that sends part of a line and then waits is closed once --line-timeout has passed; a client typing whole lines meanwhile is served throughout. */
+Deno.test("2_5: a line left unfinished past --line-timeout closes that client only", async () => {
+  await using server = await startRecipe(FILE, { args: ["--line-timeout=1"] });
+  await using stalled = await TestClient.connect(server.port);
+  await stalled.write("half a line, and then noth");
+  await using typing = await TestClient.connect(server.port);
+  const started = performance.now();
+  assert(await stalled.closedByPeer(5_000), "the stalled client is closed");
+  const waited = performance.now() - started;
+  assert(waited >= 700, `closed after ${waited} ms, before the 1 s limit`);
+  await typing.write("still here\n");
+  assertEquals(await typing.readLine(), "You said: still here\n");
+  await server.waitFor(/ sent no end of line within 1 s, disconnected\n/);
+});
+
 Deno.test("2_5: an oversize line gets an error and a close; another client is unaffected", async () => {
   await using server = await startRecipe(FILE);
   await using bystander = await TestClient.connect(server.port);
@@ -255,6 +270,7 @@ Deno.test("2_5: --help exits 0; a missing or bad --port exits 2 with argparse's 
     [[], /required: --port$/],
     [["--port=abc"], /argument --port: invalid .*'abc'$/],
     [["--port=70000"], /argument --port: invalid .*'70000'$/],
+    [["--port=0", "--line-timeout=0"], /argument --line-timeout: invalid/],
   ]));
 
 Deno.test("2_5: a port already in use is a one-line error and exit 1", async () => {
