@@ -74,6 +74,7 @@ async function joinRaw(port: number, name: string): Promise<TestClient> {
   return client;
 }
 
+/** Three clients chat as in the book: each message, Korean or 60 KiB long, reaches every other client and never its sender; a line over 65,536 bytes is refused by the client, which stays on; hang-ups and the server's stop reach everyone, exit 0. */
 Deno.test("2_3: the book's conversation, with Korean text and a 60 KiB message", async () => {
   await using server = await startServer();
   await using c1 = await startClient(server, "client1");
@@ -127,6 +128,7 @@ Deno.test("2_3: the book's conversation, with Korean text and a 60 KiB message",
   assert(!server.stdout.includes("Shutting down"), "only a signal says so");
 });
 
+/** A length-prefixed frame is read whole whether several come in one read (the handshake and three messages in one write) or one comes a byte per write. */
 Deno.test("2_3: frames are read whole however TCP joins or splits them", async () => {
   await using server = await startServer();
   await using c1 = await startClient(server, "client1");
@@ -150,6 +152,7 @@ Deno.test("2_3: frames are read whole however TCP joins or splits them", async (
   await c1.waitFor("\n#[burst@127.0.0.1]>>하나씩, one byte at a time\n");
 });
 
+/** A connection sending a too-long length, a cut-off frame, bad JSON, bytes that are not UTF-8, an unknown wire, no NAME first or a name over 64 characters is closed with the reason logged; the other clients chat on, and a named client dropped this way is announced as hung up. */
 Deno.test("2_3: bad frames get their sender dropped; the others chat on", async () => {
   await using server = await startServer();
   await using c1 = await startClient(server, "client1");
@@ -203,6 +206,7 @@ Deno.test("2_3: bad frames get their sender dropped; the others chat on", async 
   assertEquals(await readFrame(next), "\n#[client2@127.0.0.1]>>hi next");
 });
 
+/** Connections that send nothing or only part of a NAME frame hold up no other client's handshake or chat, and are closed after 10 s without a name. */
 Deno.test("2_3: silent connections block no handshake and go after 10 s", async () => {
   await using server = await startServer();
   await using silent = await TestClient.connect(server.port);
@@ -226,6 +230,7 @@ Deno.test("2_3: silent connections block no handshake and go after 10 s", async 
   }
 });
 
+/** A client that stops reading is dropped once over 1 MiB is queued for it, while another client gets every message as it is sent and then the hang-up notice. */
 Deno.test("2_3: a client that never reads is dropped at 1 MiB queued, and nobody waits for it", async () => {
   await using server = await startServer();
   await using _slow = await joinRaw(server.port, "slow"); // never reads again
@@ -376,6 +381,7 @@ Deno.test("2_3: connections that ended leave no name deadline running", async ()
   }
 });
 
+/** A client with nothing listening on its port prints one line saying it could not connect, and exits 1. */
 Deno.test("2_3: a client with no server says so and exits 1", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
@@ -428,6 +434,7 @@ Deno.test("2_3: --help lists the options; missing or bad arguments exit 2 with a
     ],
   ));
 
+/** A second server on a port already in use prints one error line on stderr and exits 1. */
 Deno.test("2_3: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startServer();
   await assertPortInUse(FILE, ["--name=server", `--port=${server.port}`]);

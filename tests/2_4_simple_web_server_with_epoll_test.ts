@@ -40,6 +40,7 @@ function headOfSize(size: number): string {
   return start + "a".repeat(size - start.length - 4) + "\r\n\r\n";
 }
 
+/** The reply is the book's bytes exactly (plus `Connection: close`), and the server prints a dashed line and then the request head without its last CRLF, as the book's listing shows. */
 Deno.test("2_4: exact response bytes; the head printed as in the book's listing", async () => {
   await using server = await startRecipe(FILE);
   assertMatch(
@@ -53,6 +54,7 @@ Deno.test("2_4: exact response bytes; the head printed as in the book's listing"
   await server.waitFor(`${DASHES}\n${head.slice(0, -2)}\n`);
 });
 
+/** An ordinary HTTP client (fetch) reads the status 200, the Content-Type and Date headers and the body; the server prints the request line. */
 Deno.test("2_4: fetch() sees the status, the headers and the body", async () => {
   await using server = await startRecipe(FILE);
   const response = await fetch(`http://127.0.0.1:${server.port}/hello`);
@@ -63,6 +65,7 @@ Deno.test("2_4: fetch() sees the status, the headers and the body", async () => 
   await server.waitFor(`${DASHES}\nGET /hello HTTP/1.1\r\n`);
 });
 
+/** A head sent one byte per write is still read whole, and a blank line ends it whether written LF LF or CRLF CRLF. */
 Deno.test("2_4: a request sent one byte at a time, ending in \\n\\n or \\r\\n\\r\\n", async () => {
   await using server = await startRecipe(FILE);
   for (const head of ["GET /lf HTTP/1.0\nX: y\n\n", headOfSize(300)]) {
@@ -76,6 +79,7 @@ Deno.test("2_4: a request sent one byte at a time, ending in \\n\\n or \\r\\n\\r
   }
 });
 
+/** Bytes that are neither HTTP nor UTF-8 still get the normal reply once a blank line ends them; the printout shows invalid UTF-8 as U+FFFD and ESC and NUL escaped, so nothing reaches the terminal raw. */
 Deno.test("2_4: binary garbage is answered and printed safely", async () => {
   await using server = await startRecipe(FILE);
   // One byte per character: invalid UTF-8, ESC (a terminal escape), NUL.
@@ -90,6 +94,7 @@ Deno.test("2_4: binary garbage is answered and printed safely", async () => {
   await server.waitFor(`${DASHES}\n\ufffd\ufffd\\x1b[2J\\x00\ufffd(\n`);
 });
 
+/** A client that sends part of a head and then waits (slowloris) is closed once --header-timeout has passed, not before, and others are served meanwhile. */
 Deno.test("2_4: slowloris: no complete head within --header-timeout is closed", async () => {
   await using server = await startRecipe(FILE, {
     args: ["--header-timeout=1"],
@@ -105,6 +110,7 @@ Deno.test("2_4: slowloris: no complete head within --header-timeout is closed", 
   await server.waitFor(/connection \d+: closed \(no complete head in time\)\n/);
 });
 
+/** A head of exactly 8 KiB is served and one byte more gets a 431; even a client still sending 8 MiB reads that 431 and a clean close, and the next request is served. */
 Deno.test("2_4: a head over 8 KiB gets a 431 and a clean close; 8 KiB is served", async () => {
   await using server = await startRecipe(FILE);
   assertEquals(await request(server.port, headOfSize(MAX_HEAD)), RESPONSE);
@@ -145,6 +151,7 @@ Deno.test("2_4: after a 431, a client still sending at the deadline is closed an
   );
 });
 
+/** A client that half-closes mid-request, or resets its connection, is closed and logged on its own; the server goes on serving others. */
 Deno.test("2_4: a half-close or a reset mid-request closes only that client", async () => {
   await using server = await startRecipe(FILE);
   {
@@ -169,6 +176,7 @@ Deno.test("2_4: a half-close or a reset mid-request closes only that client", as
   assertEquals(await request(server.port, "GET / HTTP/1.0\r\n\r\n"), RESPONSE);
 });
 
+/** 1,000 idle connections, silent or holding part of a head, keep no one waiting: 100 other requests are served, and each idle one is answered once it ends its head. */
 Deno.test("2_4: 1,000 idle connections held open; 100 active requests served", async () => {
   await using server = await startRecipe(FILE, {
     args: ["--header-timeout=120"],
@@ -246,6 +254,7 @@ if (!have("python3")) {
   );
 }
 
+/** SIGINT or SIGTERM: the server prints its shutdown line, closes each open connection (logged as closed by server shutdown), and exits 0. */
 Deno.test("2_4: SIGINT and SIGTERM close every connection and exit 0", async () => {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     await using server = await startRecipe(FILE);
@@ -285,6 +294,7 @@ Deno.test("2_4: Ctrl-C to `deno task 2_4`'s process group, 20 times over", async
   }
 });
 
+/** argparse's contract: --help exits 0; a missing or bad --port, a --header-timeout of 0 or not a number, or an unknown option exits 2 with the usage and one error line. */
 Deno.test("2_4: --help exits 0; bad arguments exit 2 with argparse's usage", () =>
   assertArgparse(FILE, /^usage: .* --port PORT .*--header-timeout/, [
     [[], /required: --port$/],
@@ -295,6 +305,7 @@ Deno.test("2_4: --help exits 0; bad arguments exit 2 with argparse's usage", () 
     [["--port=0", "--verbose"], /unrecognized arguments: --verbose$/],
   ]));
 
+/** A second server on a port already in use prints one error line on stderr and exits 1. */
 Deno.test("2_4: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE);
   await assertPortInUse(FILE, [`--port=${server.port}`]);
@@ -395,6 +406,7 @@ Deno.test("2_4: without --trace, stderr stays empty", async () => {
   assertEquals(server.stderr, "");
 });
 
+/** curl, a real HTTP client, gets the body, and the server prints curl's request with its User-Agent. */
 Deno.test({
   name: "2_4: a real curl gets the body",
   ignore: !have("curl"),
@@ -411,6 +423,7 @@ if (!have("curl")) {
   console.warn("skipping the curl test: curl is not installed");
 }
 
+/** A real browser (headless Chromium) shows the body as a page, and the server prints the browser's GET / head. */
 Deno.test({
   name: "2_4: headless Chromium shows the page; the server prints its GET /",
   ignore: !have("chromium"),

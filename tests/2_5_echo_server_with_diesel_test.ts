@@ -16,6 +16,7 @@ const FILE = "2_5_echo_server_with_diesel.ts";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** As in the book, each line comes back after `You said: ` with its own ending, LF or CRLF, kept; the server logs each client's address. */
 Deno.test("2_5: the book's exchange, with LF and CRLF", async () => {
   await using server = await startRecipe(FILE);
   await using client = await TestClient.connect(server.port);
@@ -26,6 +27,7 @@ Deno.test("2_5: the book's exchange, with LF and CRLF", async () => {
   assertEquals(await client.readLine(), "You said: from nc\n");
 });
 
+/** The echo is byte for byte: Korean text and bytes that are not UTF-8 come back unchanged after `You said: `. */
 Deno.test("2_5: Korean text and invalid UTF-8 come back byte for byte", async () => {
   await using server = await startRecipe(FILE);
   await using client = await TestClient.connect(server.port);
@@ -39,6 +41,7 @@ Deno.test("2_5: Korean text and invalid UTF-8 come back byte for byte", async ()
   );
 });
 
+/** When the client ends its side, a last line with no newline is still echoed; then the server closes and logs the disconnect. */
 Deno.test("2_5: a last line without a terminator is answered, then closed", async () => {
   await using server = await startRecipe(FILE);
   await using client = await TestClient.connect(server.port);
@@ -51,6 +54,7 @@ Deno.test("2_5: a last line without a terminator is answered, then closed", asyn
   await server.waitFor(/127\.0\.0\.1:\d+ disconnected\n/);
 });
 
+/** 1 MiB of lines sent in one write comes back one reply per line, complete and in order, while the client is still writing. */
 Deno.test("2_5: 1 MiB of lines in one write comes back complete and in order", async () => {
   await using server = await startRecipe(FILE);
   await using client = await TestClient.connect(server.port);
@@ -66,6 +70,7 @@ Deno.test("2_5: 1 MiB of lines in one write comes back complete and in order", a
   await writing;
 });
 
+/** 200 clients talking at once each get all 50 of their replies. */
 Deno.test("2_5: 200 concurrent clients with 50 lines each all get their replies", async () => {
   await using server = await startRecipe(FILE);
   const talk = async (id: number) => {
@@ -96,6 +101,7 @@ Deno.test("2_5: a line left unfinished past --line-timeout closes that client on
   await server.waitFor(/ sent no end of line within 1 s, disconnected\n/);
 });
 
+/** A line over 65,536 bytes gets an error line and a close, and is logged; another client is still echoed. */
 Deno.test("2_5: an oversize line gets an error and a close; another client is unaffected", async () => {
   await using server = await startRecipe(FILE);
   await using bystander = await TestClient.connect(server.port);
@@ -108,6 +114,7 @@ Deno.test("2_5: an oversize line gets an error and a close; another client is un
   assertEquals(await bystander.readLine(), "You said: still here?\n");
 });
 
+/** A client still sending 4 MiB with no newline reads the error line and then a clean close, not a reset. */
 Deno.test("2_5: a client still flooding gets the error line and a clean close", async () => {
   await using server = await startRecipe(FILE);
   await using flooder = await TestClient.connect(server.port);
@@ -119,6 +126,7 @@ Deno.test("2_5: a client still flooding gets the error line and a clean close", 
   assert(await flooder.closedByPeer(), "then the server closes");
 });
 
+/** A line of exactly 65,536 bytes before its CRLF is within the limit and is echoed whole. */
 Deno.test("2_5: a line of exactly 64 KiB is still echoed", async () => {
   await using server = await startRecipe(FILE);
   await using client = await TestClient.connect(server.port);
@@ -127,6 +135,7 @@ Deno.test("2_5: a line of exactly 64 KiB is still echoed", async () => {
   assertEquals(await client.readLine(), `You said: ${line}`);
 });
 
+/** A client that resets its connection mid-line ends only its own handler: the next client is echoed as usual. */
 Deno.test("2_5: a client reset mid-line ends only its handler", async () => {
   await using server = await startRecipe(FILE);
   {
@@ -265,6 +274,7 @@ Deno.test("2_5: deno task 2_5 --host=::1 serves over IPv6", async () => {
   assertEquals((await task.exit()).code, 0);
 });
 
+/** argparse's contract: --help exits 0; a missing or bad --port, or a --line-timeout of 0, exits 2 with the usage and one error line. */
 Deno.test("2_5: --help exits 0; a missing or bad --port exits 2 with argparse's usage", () =>
   assertArgparse(FILE, /^usage: .* --port PORT/, [
     [[], /required: --port$/],
@@ -273,11 +283,13 @@ Deno.test("2_5: --help exits 0; a missing or bad --port exits 2 with argparse's 
     [["--port=0", "--line-timeout=0"], /argument --line-timeout: invalid/],
   ]));
 
+/** A second server on a port already in use prints one error line on stderr and exits 1. */
 Deno.test("2_5: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE);
   await assertPortInUse(FILE, [`--port=${server.port}`]);
 });
 
+/** netcat, a real client, gets its line echoed back. */
 Deno.test({
   name: "2_5: a real nc client gets its reply",
   ignore: !have("nc"),
