@@ -21,7 +21,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 // The wire format, written out again here (not imported from the recipe), so
-// the tests check the recipe against the description of it.
+// the tests check the recipe against the format as the README and header state it.
 function header(length: number): Uint8Array {
   const bytes = new Uint8Array(4);
   new DataView(bytes.buffer).setUint32(0, length);

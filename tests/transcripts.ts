@@ -212,7 +212,7 @@ export const SESSIONS: Record<string, () => Promise<string>> = {
   "2_4": epollSession,
   "2_5": echoSession,
 };
-SESSIONS["2_4-trace"] = epollTraceSession; // 2_4's --trace (issue 13)
+SESSIONS["2_4-trace"] = epollTraceSession; // 2_4 with --trace
 NEEDS["2_4-trace"] = "curl";
 
 /**
