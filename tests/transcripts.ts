@@ -23,7 +23,11 @@ import {
  * Sessions that need a peer program (or, as "BOOK_DIR", the book's own
  * scripts), which the README test skips without.
  */
-export const NEEDS: Record<string, string> = { "2_4": "curl" };
+export const NEEDS: Record<string, string> = {
+  "2_4": "curl",
+  "2_4-trace": "curl",
+  "2_3-book": "BOOK_DIR",
+};
 
 export const README_FILES = ["README.md", "README.ko.md"];
 const SHOWN_PORT = "8800";
@@ -211,9 +215,27 @@ export const SESSIONS: Record<string, () => Promise<string>> = {
   "2_3": chatSession,
   "2_4": epollSession,
   "2_5": echoSession,
+  // Each recipe with --trace: its terminal, then the trace.log it wrote.
+  "2_1-trace": () =>
+    tracedSession(
+      "2_1",
+      "2_1_forking_mixin_socket_server.ts",
+      [ALLOW_NET, "--allow-run=deno"],
+      /exited with code 0/,
+    ),
+  "2_2-trace": () =>
+    tracedSession(
+      "2_2",
+      "2_2_threading_mixin_socket_server.ts",
+      [ALLOW_NET, "--allow-read=2_2_threading_mixin_socket_server.ts"],
+      /; terminated/,
+    ),
+  "2_3-trace": chatTracedSession,
+  "2_4-trace": epollTraceSession,
+  "2_5-trace": echoTracedSession,
+  // One chat room with the book's own Python client.
+  "2_3-book": bookRoomSession,
 };
-SESSIONS["2_4-trace"] = epollTraceSession; // 2_4 with --trace
-NEEDS["2_4-trace"] = "curl";
 
 /**
  * A traced per-connection server (2_1 or 2_2): its terminal, one nc client,
@@ -247,21 +269,6 @@ async function tracedSession(
     terminal("cat trace.log", showPort(server.stderr, server.port)),
   ].join("\n\n");
 }
-
-SESSIONS["2_1-trace"] = () =>
-  tracedSession(
-    "2_1",
-    "2_1_forking_mixin_socket_server.ts",
-    [ALLOW_NET, "--allow-run=deno"],
-    /exited with code 0/,
-  );
-SESSIONS["2_2-trace"] = () =>
-  tracedSession(
-    "2_2",
-    "2_2_threading_mixin_socket_server.ts",
-    [ALLOW_NET, "--allow-read=2_2_threading_mixin_socket_server.ts"],
-    /; terminated/,
-  );
 
 /**
  * 2_5 traced: two nc clients take turns, and trace.log (the server's stderr)
@@ -303,10 +310,6 @@ async function echoTracedSession(): Promise<string> {
     terminal("cat trace.log", showPort(server.stderr, server.port)),
   ].join("\n\n");
 }
-
-SESSIONS["2_5-trace"] = echoTracedSession;
-
-SESSIONS["2_3-trace"] = chatTracedSession;
 
 /**
  * One room for both wires: this server, the book's own Python client (from
@@ -361,9 +364,6 @@ async function bookRoomSession(): Promise<string> {
     ),
   ].join("\n\n");
 }
-
-SESSIONS["2_3-book"] = bookRoomSession;
-NEEDS["2_3-book"] = "BOOK_DIR";
 
 /** Why session `name` cannot run here (its peer is missing), or undefined. */
 export function missingPeer(name: string): string | undefined {
