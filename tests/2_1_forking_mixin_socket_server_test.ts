@@ -70,6 +70,10 @@ async function exchange(port: number, data: Uint8Array) {
   return pid;
 }
 
+/**
+ * The book's demo: a server, two clients, each reply from a new handler process
+ * with its own PID, and each handler's log line on the shared stderr.
+ */
 Deno.test("2_1: the book's demo prints its lines, each reply from a new process", async () => {
   const demo = await run(DENO, ["run", "--quiet", ...PERMISSIONS, FILE]);
   assertEquals(demo.code, 0, demo.stderr);
@@ -96,6 +100,10 @@ Deno.test("2_1: the book's demo prints its lines, each reply from a new process"
   assertEquals(demo.stderr, said(first) + said(second));
 });
 
+/**
+ * Forking under load: 20 clients at once get 20 whole 1 KiB echoes from 20
+ * different handler processes, none of them the server itself.
+ */
 Deno.test("2_1: 20 concurrent 1 KiB requests, each answered by its own process", async () => {
   await using server = await startRecipe(FILE, SERVE);
   const serverPid = Number(
@@ -110,6 +118,10 @@ Deno.test("2_1: 20 concurrent 1 KiB requests, each answered by its own process",
   assert(!pids.includes(serverPid), "no reply comes from the server itself");
 });
 
+/**
+ * A handler reads once, at most 1024 bytes; a UTF-8 character cut by that limit
+ * shows in the log as U+FFFD instead of throwing.
+ */
 Deno.test("2_1: one read of at most 1024 bytes; a character cut in two does not throw", async () => {
   await using server = await startRecipe(FILE, SERVE);
   // 1023 ASCII bytes then "é" (2 bytes): the read ends inside the "é".
@@ -120,6 +132,10 @@ Deno.test("2_1: one read of at most 1024 bytes; a character cut in two does not 
   assert(!server.stderr.includes("trace:"), "no trace without --trace");
 });
 
+/**
+ * A client that connects and closes without sending is logged, its handler
+ * exits 0, and the next client is served.
+ */
 Deno.test("2_1: a client that leaves without sending is logged; the server goes on", async () => {
   await using server = await startRecipe(FILE, SERVE);
   {
@@ -136,6 +152,10 @@ Deno.test("2_1: a client that leaves without sending is logged; the server goes 
   await exchange(server.port, encoder.encode("still there?"));
 });
 
+/**
+ * Each handler is its own process: SIGKILL one and only its client is
+ * disconnected; the server serves the next.
+ */
 Deno.test("2_1: killing a handler process closes only its connection", async () => {
   await using server = await startRecipe(FILE, SERVE);
   await using victim = await TestClient.connect(server.port);
@@ -147,6 +167,10 @@ Deno.test("2_1: killing a handler process closes only its connection", async () 
   await exchange(server.port, encoder.encode("after the kill"));
 });
 
+/**
+ * With --timeout=1 a handler whose client sends nothing is killed after one
+ * second and its client disconnected.
+ */
 Deno.test("2_1: a client that never sends is cut off at --timeout", async () => {
   await using server = await startRecipe(FILE, {
     ...SERVE,
@@ -160,6 +184,11 @@ Deno.test("2_1: a client that never sends is cut off at --timeout", async () => 
   assert(await silent.closedByPeer(), "the silent client is disconnected");
 });
 
+/**
+ * At most 40 handler processes run at once; the other connections wait their
+ * turn, every client is answered, and the logged running count is right at
+ * every step.
+ */
 Deno.test("2_1: 100 concurrent connections never hold more than 40 handlers", async () => {
   await using server = await startRecipe(FILE, SERVE);
   const clients = await Promise.all(
@@ -198,6 +227,11 @@ Deno.test("2_1: 100 concurrent connections never hold more than 40 handlers", as
   assertMatch(server.stdout, /Peak: 40 of 40; 0 left running\n$/);
 });
 
+/**
+ * Either signal makes the server kill and reap every handler, close every
+ * client with a shutdown line (not a failure), and exit 0, leaving no handler
+ * process behind.
+ */
 Deno.test("2_1: SIGTERM and SIGINT kill and reap every handler, close every client, exit 0", async () => {
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     await using server = await startRecipe(FILE, SERVE);
@@ -277,6 +311,11 @@ Deno.test("2_1: Ctrl-C under `deno task 2_1 --serve`: one shutdown line, exit 0,
   });
 });
 
+/**
+ * Handlers are spawned as `deno`, so --allow-run may name deno or this Deno
+ * binary's path; without --allow-run the server names the flag it needs and
+ * exits 1.
+ */
 Deno.test("2_1: --allow-run naming this Deno binary works too; no --allow-run is an error", async () => {
   {
     await using server = await startRecipe(FILE, {
@@ -290,6 +329,10 @@ Deno.test("2_1: --allow-run naming this Deno binary works too; no --allow-run is
   assertMatch(denied.stderr, /^Error: handler processes need --allow-run=deno/);
 });
 
+/**
+ * The command line behaves as Python's argparse: --help exits 0; a bad port,
+ * timeout or flag prints the usage and one error line and exits 2.
+ */
 Deno.test("2_1: --help exits 0; bad arguments exit 2 with argparse's usage", () =>
   assertArgparse(FILE, /^usage: .*\[--serve\] \[--port PORT\]/, [
     [["--port=abc"], /argument --port: invalid .*'abc'$/],
@@ -298,6 +341,9 @@ Deno.test("2_1: --help exits 0; bad arguments exit 2 with argparse's usage", () 
     [["-x"], /unrecognized arguments: -x$/],
   ]));
 
+/**
+ * A second server on a port already in use prints one error line and exits 1.
+ */
 Deno.test("2_1: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE, SERVE);
   await assertPortInUse(
@@ -307,6 +353,10 @@ Deno.test("2_1: a port already in use is a one-line error and exit 1", async () 
   );
 });
 
+/**
+ * A real netcat client, sending a line and closing its side, gets `<pid>: ` and
+ * its line back.
+ */
 Deno.test({
   name: "2_1: a real nc client gets its reply",
   ignore: !have("nc"),

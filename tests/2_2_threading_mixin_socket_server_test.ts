@@ -39,6 +39,10 @@ async function exchange(port: number, data: Uint8Array, halfClose = false) {
   return thread!;
 }
 
+/**
+ * The book's demo: a server on MainThread, three clients, each reply from a new
+ * thread named Thread-N, and nothing on stderr.
+ */
 Deno.test("2_2: the book's demo prints its lines, each reply from a new thread", async () => {
   const demo = await run(DENO, ["run", "--quiet", ...PERMISSIONS, FILE]);
   assertEquals(demo.code, 0, demo.stderr);
@@ -55,6 +59,10 @@ Deno.test("2_2: the book's demo prints its lines, each reply from a new thread",
   assertEquals(demo.stderr, "");
 });
 
+/**
+ * Threading under load: 20 clients at once get 20 whole 1 KiB echoes from 20
+ * different threads.
+ */
 Deno.test("2_2: 20 concurrent 1 KiB requests, each answered by its own thread", async () => {
   await using server = await startRecipe(FILE, SERVE);
   const threads = await Promise.all(Array.from({ length: 20 }, (_, i) => {
@@ -64,6 +72,10 @@ Deno.test("2_2: 20 concurrent 1 KiB requests, each answered by its own thread", 
   assertEquals(new Set(threads).size, 20, `thread names: ${threads}`);
 });
 
+/**
+ * A handler reads once, at most 1024 bytes, and echoes those bytes as read; a
+ * UTF-8 character cut by that limit does not throw.
+ */
 Deno.test("2_2: one read of at most 1024 bytes; a character cut in two does not throw", async () => {
   await using server = await startRecipe(FILE, SERVE);
   // 1023 ASCII bytes then "é" (2 bytes): the read ends inside the "é".
@@ -77,11 +89,19 @@ Deno.test("2_2: one read of at most 1024 bytes; a character cut in two does not 
   assert(!server.stderr.includes("trace:"), "no trace without --trace");
 });
 
+/**
+ * A client that shuts down its sending side right after its data still gets its
+ * whole reply.
+ */
 Deno.test("2_2: a client that half-closes right after sending still gets its reply", async () => {
   await using server = await startRecipe(FILE, SERVE);
   await exchange(server.port, encoder.encode("then EOF"), true);
 });
 
+/**
+ * A client that connects and closes without sending is logged, its thread ends,
+ * and the next client is served by Thread-2.
+ */
 Deno.test("2_2: a client that leaves without sending is logged; the server goes on", async () => {
   await using server = await startRecipe(FILE, SERVE);
   {
@@ -92,6 +112,10 @@ Deno.test("2_2: a client that leaves without sending is logged; the server goes 
   assertEquals(await exchange(server.port, encoder.encode("next")), "Thread-2");
 });
 
+/**
+ * With --timeout=1 a thread whose client sends nothing is terminated after one
+ * second, its client disconnected, and the next client served.
+ */
 Deno.test("2_2: a client that never sends is cut off at --timeout", async () => {
   await using server = await startRecipe(FILE, {
     ...SERVE,
@@ -103,6 +127,10 @@ Deno.test("2_2: a client that never sends is cut off at --timeout", async () => 
   await exchange(server.port, encoder.encode("after the timeout"));
 });
 
+/**
+ * At most 40 Workers run at once; the other connections wait their turn, every
+ * client is answered, and the logged running count is right at every step.
+ */
 Deno.test("2_2: 100 concurrent connections never hold more than 40 Workers", async () => {
   await using server = await startRecipe(FILE, SERVE);
   const clients = await Promise.all(
@@ -141,6 +169,10 @@ Deno.test("2_2: 100 concurrent connections never hold more than 40 Workers", asy
   assertMatch(server.stdout, /Peak: 40 of 40; 0 left running\n$/);
 });
 
+/**
+ * Either signal makes the server terminate every Worker, close every client
+ * with a shutdown line (not a failure), and exit 0.
+ */
 Deno.test("2_2: SIGTERM and SIGINT terminate every Worker, close every client, exit 0", async () => {
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     await using server = await startRecipe(FILE, SERVE);
@@ -213,6 +245,10 @@ Deno.test("2_2: Ctrl-C under `deno task 2_2 --serve`: one shutdown line, exit 0,
   });
 });
 
+/**
+ * Each handler Worker loads this file, so without read access to it the server
+ * names the --allow-read flag, with the full path, and exits 1.
+ */
 Deno.test("2_2: without read access to itself it says so and exits 1", async () => {
   const denied = await run(DENO, ["run", PERMISSIONS[0], FILE, "--serve"]);
   assertEquals(denied.code, 1);
@@ -223,6 +259,10 @@ Deno.test("2_2: without read access to itself it says so and exits 1", async () 
   );
 });
 
+/**
+ * The command line behaves as Python's argparse: --help exits 0; a bad port,
+ * timeout or flag prints the usage and one error line and exits 2.
+ */
 Deno.test("2_2: --help exits 0; bad arguments exit 2 with argparse's usage", () =>
   assertArgparse(FILE, /^usage: .*\[--serve\] \[--port PORT\]/, [
     [["--port=abc"], /argument --port: invalid .*'abc'$/],
@@ -231,6 +271,9 @@ Deno.test("2_2: --help exits 0; bad arguments exit 2 with argparse's usage", () 
     [["-x"], /unrecognized arguments: -x$/],
   ]));
 
+/**
+ * A second server on a port already in use prints one error line and exits 1.
+ */
 Deno.test("2_2: a port already in use is a one-line error and exit 1", async () => {
   await using server = await startRecipe(FILE, SERVE);
   await assertPortInUse(
@@ -240,6 +283,10 @@ Deno.test("2_2: a port already in use is a one-line error and exit 1", async () 
   );
 });
 
+/**
+ * A real netcat client, sending a line and closing its side, gets `Thread-1: `
+ * and its line back.
+ */
 Deno.test({
   name: "2_2: a real nc client gets its reply",
   ignore: !have("nc"),

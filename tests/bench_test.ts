@@ -161,6 +161,11 @@ async function committedResults(): Promise<string[]> {
   );
 }
 
+/**
+ * An --out outside bench/ is refused at once with a `deno run` command that
+ * grants it; that command times 2_5, writes a table, results.md and results.svg
+ * that agree, and leaves the committed bench/results.* alone.
+ */
 Deno.test("bench: an --out outside bench/ is refused before the run with the command that works; that command writes there, bench/results.* untouched", async () => {
   const dir = await Deno.makeTempDir({ prefix: "bench-out-" });
   const before = await committedResults();
@@ -304,6 +309,10 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
   }
 });
 
+/**
+ * By default the results go to bench/out/, as --help says, and .gitignore keeps
+ * that folder out of commits.
+ */
 Deno.test("bench: the default output folder, bench/out/, is ignored by git", async () => {
   const help = await run(DENO, ["task", "bench", "--help"]);
   assertMatch(help.stdout, /--out DIR .*\(default: bench\/out/);
@@ -312,6 +321,10 @@ Deno.test("bench: the default output folder, bench/out/, is ignored by git", asy
   assert(ignored.includes("bench/out/"), ".gitignore lists bench/out/");
 });
 
+/**
+ * A --vs server that does not echo fails its check and is not timed: its rows
+ * say FAILED, while ours are timed and the files still written.
+ */
 Deno.test("bench: a --vs server that fails its check is reported FAILED, not timed", async () => {
   await withOutDir(async (dir) => {
     // An HTTP server is no echo server: it closes without answering the lines.
@@ -347,6 +360,10 @@ Deno.test("bench: a --vs server that fails its check is reported FAILED, not tim
   });
 });
 
+/**
+ * Each bad option prints the usage and one error line and exits 2; --help exits
+ * 0 with the usage.
+ */
 Deno.test("bench: bad arguments print the usage and exit 2", async () => {
   for (
     const bad of [
