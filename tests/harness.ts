@@ -149,6 +149,21 @@ export async function resetWhileQueued(
 }
 
 /**
+ * The accept-queue check every server shares: 100 connections reset while
+ * queued (each makes `accept()` reject), then `serve()` (one normal client's
+ * exchange) must finish within 3 s. 100 pauses of 100 ms would take 10 s, so
+ * 3 s is a bound that only a server that does not pause for a reset meets,
+ * not a speed claim. Returns what `serve()` returned.
+ */
+export async function servedAfterResets<T>(
+  port: number,
+  serve: () => Promise<T>,
+): Promise<T> {
+  assertEquals(await resetWhileQueued(port, 100), true, "python3 ran");
+  return await withDeadline(serve(), 3_000, "the client after 100 resets");
+}
+
+/**
  * Opens `count` connections that each send `text` and reset at once, before
  * any reply can come: the server's write of the reply then fails. Needs
  * python3; returns false, to skip, without it.
