@@ -86,6 +86,33 @@ async function says(from: Recipe, name: string, text: string, to: Recipe[]) {
   }
 }
 
+/**
+ * The conversation both mixed rooms hold, with the clients in the order they
+ * joined: the first, the third and the second each say a line that the other
+ * two see; the second is interrupted (Ctrl-C), leaves with exit 0, and the
+ * other two see it hang up; then the third says one more line to the first.
+ */
+async function converse(
+  server: Recipe,
+  [[first, firstName], [second, secondName], [third, thirdName]]: [
+    Recipe,
+    string,
+  ][],
+  [hello, answer, back]: string[],
+) {
+  await says(first, firstName, hello, [second, third]);
+  await says(third, thirdName, answer, [first, second]);
+  await says(second, secondName, back, [first, third]);
+  second.kill("SIGINT");
+  assertEquals((await second.exit()).code, 0);
+  assertMatch(second.stdout, / Client interrupted\. \n$/);
+  await server.waitFor(/Chat server: \d+ hung up\n/);
+  for (const c of [first, third]) {
+    await c.waitFor(`\n(Now hung up: Client from ${secondName}@127.0.0.1)\n`);
+  }
+  await says(third, thirdName, "still here", [first]);
+}
+
 /** A book frame (8-byte header) holding `body` as it is. */
 function book8(body: Uint8Array): Uint8Array {
   const header = new Uint8Array(8);
@@ -112,17 +139,11 @@ Deno.test({
     for (const c of [d1, d2]) {
       await c.waitFor("\n(Connected: New client (3) from python1@127.0.0.1)\n");
     }
-    await says(d1, "deno1", "Hello from Deno", [d2, b1]);
-    await says(b1, "python1", "안녕하세요 from the book's client", [d1, d2]);
-    await says(d2, "deno2", "and back", [d1, b1]);
-    d2.kill("SIGINT");
-    assertEquals((await d2.exit()).code, 0);
-    assertMatch(d2.stdout, / Client interrupted\. \n$/);
-    await server.waitFor(/Chat server: \d+ hung up\n/);
-    for (const c of [d1, b1]) {
-      await c.waitFor("\n(Now hung up: Client from deno2@127.0.0.1)\n");
-    }
-    await says(b1, "python1", "still here", [d1]);
+    await converse(server, [[d1, "deno1"], [d2, "deno2"], [b1, "python1"]], [
+      "Hello from Deno",
+      "안녕하세요 from the book's client",
+      "and back",
+    ]);
   },
 });
 
@@ -142,17 +163,11 @@ Deno.test({
     for (const c of [b1, b2]) {
       await c.waitFor("\n(Connected: New client (3) from deno1@127.0.0.1)\n");
     }
-    await says(b1, "python1", "Hello from the book", [b2, d1]);
-    await says(d1, "deno1", "안녕하세요 from Deno", [b1, b2]);
-    await says(b2, "python2", "and from the other one", [b1, d1]);
-    b2.kill("SIGINT");
-    assertEquals((await b2.exit()).code, 0);
-    assertMatch(b2.stdout, / Client interrupted\. \n$/);
-    await server.waitFor(/Chat server: \d+ hung up\n/);
-    for (const c of [b1, d1]) {
-      await c.waitFor("\n(Now hung up: Client from python2@127.0.0.1)\n");
-    }
-    await says(d1, "deno1", "still here", [b1]);
+    await converse(server, [[b1, "python1"], [b2, "python2"], [d1, "deno1"]], [
+      "Hello from the book",
+      "안녕하세요 from Deno",
+      "and from the other one",
+    ]);
   },
 });
 
