@@ -281,6 +281,13 @@ async function measure(
   }
 }
 
+/** A results folder the run cannot write: one line, exit 1. */
+function cannotWrite(dir: string, error: unknown): never {
+  const { message } = error as Error;
+  console.error(`bench.ts: cannot write the results to ${dir}/: ${message}`);
+  Deno.exit(1);
+}
+
 /**
  * Refuses, before the run, an output folder this process may not write:
  * `deno task bench` may write only under bench/, so for any other folder it
@@ -307,12 +314,7 @@ async function assertWritable(dir: string): Promise<void> {
     await Deno.writeTextFile(probe, "");
     await Deno.remove(probe);
   } catch (error) {
-    console.error(
-      `bench.ts: cannot write the results to ${dir}/: ${
-        (error as Error).message
-      }`,
-    );
-    Deno.exit(1);
+    cannotWrite(dir, error);
   }
 }
 
@@ -541,12 +543,7 @@ if (import.meta.main) {
       await Deno.writeTextFile(`${dir}/results.md`, md);
       await Deno.writeTextFile(`${dir}/results.svg`, svg);
     } catch (error) {
-      console.error(
-        `bench.ts: cannot write the results to ${dir}/: ${
-          (error as Error).message
-        }`,
-      );
-      Deno.exit(1);
+      cannotWrite(dir, error);
     }
     console.log(`Wrote ${dir}/results.md and ${dir}/results.svg`);
   }
