@@ -35,8 +35,9 @@
  * Memory per client: a silent client's pending `conn.read(buffer)` holds
  * its buffer for as long as the client is silent, so that buffer is 1 KiB; a
  * longer frame gets a buffer of its own size, given back once it is read. At
- * 2,000 named idle clients that is about 16 KB each (31 KB with a 16 KiB
- * buffer), once V8 has returned the heap that the 2 million join notices grew.
+ * 2,000 named idle clients that is about 11 KB each (`deno task bench
+ * --only=2_3`), once V8 has given back the heap that the 2 million join
+ * notices grew, some seconds after the last; right after them, about 41 KB.
  *
  * Fixed from the book:
  * - One silent connection froze everyone (its name was read with a blocking

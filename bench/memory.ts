@@ -37,6 +37,16 @@ const SNAPSHOT_EVERY = 500;
 const SETTLE_MS = 4_000;
 /** 2_3: how long the join notices may take to drain (N²/2 frames in all). */
 const DRAIN_MS = 60_000;
+/**
+ * 2_3: how long an idle server may take to give back the memory the join
+ * notices grew. V8 keeps a grown heap while the process is busy and returns
+ * it when its memory reducer runs, some seconds after the process went idle
+ * (about 15 s after 2,000 joins here), so a figure taken right after the
+ * drain weighs the burst, not the clients.
+ */
+const IDLE_MS = 30_000;
+/** A fall to this fraction of the growth or less counts as given back. */
+const GIVEN_BACK = 0.9;
 
 /** One process tree's memory. */
 export interface TreeMemory {
@@ -73,6 +83,8 @@ export interface HoldProtocol {
   budgetMs?: number;
   /** Wait until what the server sends the held connections has stopped (2_3's join notices). */
   drained?: (held: Held[]) => Promise<string | undefined>;
+  /** After the drain, wait (at most IDLE_MS) for the server to give memory back. */
+  idle?: boolean;
 }
 
 /** A held connection; `received` counts bytes read since it was served. */
@@ -185,6 +197,35 @@ function median(values: number[]): number | undefined {
   if (values.length === 0) return undefined;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
+}
+
+/**
+ * After a burst: samples the tree once a second, for at most `ms`, until its
+ * growth over `before` has fallen to GIVEN_BACK of what it was at `peak` and
+ * holds there (two samples within 1 %). Returns the last sample and the
+ * seconds it took, or `seconds` undefined when nothing was given back.
+ */
+async function givenBack(
+  pid: number,
+  before: TreeMemory,
+  peak: TreeMemory,
+  ms: number,
+): Promise<{ memory: TreeMemory; seconds?: number }> {
+  const began = performance.now();
+  const fallen = (m: TreeMemory) =>
+    m.kb - before.kb <= GIVEN_BACK * (peak.kb - before.kb);
+  let last = peak;
+  while (performance.now() - began < ms) {
+    await new Promise((r) => setTimeout(r, 1_000));
+    const now = await treeMemory(pid);
+    if (!now) break;
+    const steady = Math.abs(now.kb - last.kb) <= 0.01 * last.kb;
+    last = now;
+    if (fallen(now) && steady) {
+      return { memory: now, seconds: (performance.now() - began) / 1000 };
+    }
+  }
+  return { memory: last };
 }
 
 /** Samples the tree until it stops growing (two samples within 1 %), at most `ms`. */
@@ -317,6 +358,21 @@ export async function holdOpen(
       options.processPerConnection ? 1 + held.length : 0,
     );
     let count = held.length;
+    if (protocol.idle && before && after && count > 0) {
+      const peak = after;
+      const idle = await givenBack(pid, before, peak, IDLE_MS);
+      after = idle.memory;
+      const peakKb = (Math.max(0, peak.kb - before.kb) / count).toFixed(1);
+      notes.push(
+        idle.seconds === undefined
+          ? `${peakKb} KB right after the joins drained, not given back within ${
+            IDLE_MS / 1000
+          } s idle`
+          : `${peakKb} KB right after the joins drained, given back after ${
+            Math.round(idle.seconds)
+          } s idle`,
+      );
+    }
     if (!after && snapshot && options.exited?.()) {
       after = snapshot.memory;
       count = snapshot.held;
@@ -488,6 +544,7 @@ export function chatHold(format: ChatFormat, names: string[]): HoldProtocol {
     batch: 1,
     timeHolds: true,
     budgetMs: 60_000,
+    idle: true,
     async sample(port, dog) {
       const conn = await opened(port, dog, handshake);
       conn.close();

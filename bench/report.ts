@@ -215,6 +215,11 @@ Notes:
   watch descriptors past 1,024 (FD_SETSIZE), so it dies there; that is its
   result, \`measured at K held, before it exited\`. \`open-file limit L: held
   at most M\`: the run could not raise its descriptor limit far enough.
+  \`X KB right after the joins drained, given back after S s idle\` (chat
+  rows): 2,000 joins are about 2 million notices, and V8 keeps the heap they
+  grew until its memory reducer runs, some seconds after the process went
+  idle; the row's figure is taken once the growth has fallen by a tenth or
+  more and holds (at most 30 s is waited), and X is the figure before.
 - SKIPPED: not run, and the note says why (the book's 2_5 needs diesel, which
   does not run on Python 3; BOOK_DIR not set). FAILED: the server failed its
   correctness check (or the run) and was not timed. MISSING: a recipe not
