@@ -67,7 +67,8 @@ import {
   heldLabel,
   type Load,
   type Scenario,
-  SCENARIOS,
+  SCENARIO_IDS,
+  scenarios,
   type Versus,
 } from "./scenarios.ts";
 import { bookDir } from "./book.ts";
@@ -98,7 +99,7 @@ results.md and results.svg.
 options:
   -h, --help          show this help message and exit
   --only NAMES        comma-separated scenarios: ${
-  SCENARIOS.map((s) => s.id).join(", ")
+  SCENARIO_IDS.join(", ")
 } (default: all)
   --seconds N         timed seconds per run, 1-600 (default: 5), after the warm-up
   --warmup N          seconds of load before each timed run, 0-60 (default: ${WARMUP_SECONDS})
@@ -176,7 +177,7 @@ async function measure(
       const died = server.status.then((status) => {
         throw new Error(`the server exited (code ${status.code})`);
       });
-      checked = await Promise.race([scenario.check(server, ctx), died]);
+      checked = await Promise.race([scenario.check(server), died]);
     } catch (error) {
       console.log(
         `${what} FAILED its correctness check: ${(error as Error).message}` +
@@ -398,10 +399,10 @@ if (import.meta.main) {
     ? undefined
     : String(args.only).split(",").filter(Boolean);
   for (const id of ids ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id)) {
+    if (!SCENARIO_IDS.includes(id)) {
       argumentError(
         `argument --only: invalid choice: '${id}' (choose from ${
-          SCENARIOS.map((s) => s.id).join(", ")
+          SCENARIO_IDS.join(", ")
         })`,
       );
     }
@@ -444,12 +445,11 @@ if (import.meta.main) {
   const pinning = await pin(navigator.hardwareConcurrency);
   const useWrk = !args["no-wrk"] && installed("wrk");
   const machine = await describeMachine(pinning, seconds, warmup);
-  const ctx: Context = {
-    loadPin: pinning.load,
-    useWrk,
+  const ctx: Context = { heldMax: held };
+  const all = scenarios({
+    wrkPrefix: useWrk ? pinning.load : undefined,
     vsFrame: args["vs-frame"],
-    heldMax: held,
-  };
+  });
   // This process holds the memory scenario's client sockets and the servers
   // it starts inherit its limit: 10,000 connections need more than the
   // usual 1,024 descriptors.
@@ -479,7 +479,7 @@ if (import.meta.main) {
   );
 
   const rows: Row[] = [];
-  for (const scenario of SCENARIOS.filter((s) => !ids || ids.includes(s.id))) {
+  for (const scenario of all.filter((s) => !ids || ids.includes(s.id))) {
     console.log(`\n== ${scenario.title}`);
     for (const spec of await scenario.servers(versus)) {
       if (spec.skip) {
@@ -502,7 +502,7 @@ if (import.meta.main) {
           load: load.held
             ? heldLabel(Math.min(load.held, ctx.heldMax ?? load.held))
             : load.label,
-          generator: load.generator(ctx),
+          generator: load.generator(),
           status: "ok",
           note: "",
         };

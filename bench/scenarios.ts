@@ -30,14 +30,18 @@ export const BODY = "\nHello from Epoll Server!";
 const CHAT_CLIENTS = 50;
 
 /** What the run decided once for all scenarios. */
+/** What every scenario's loads take from the command line. */
 export interface Context {
-  /** Prefix that pins a load generator process (wrk), e.g. ["taskset", "-c", "0"]. */
-  loadPin: string[];
-  useWrk: boolean;
-  /** The frame a `--vs` chat server speaks. */
-  vsFrame: "pickle" | "json";
   /** `--held`: at most this many connections in the memory scenario. */
   heldMax?: number;
+}
+
+/** The options only one scenario uses, given when the scenarios are made. */
+export interface ScenarioOptions {
+  /** 2_4: run wrk behind this prefix (e.g. ["taskset", "-c", "1"]); without it, the Deno generator. */
+  wrkPrefix?: string[];
+  /** 2_3: the frame a `--vs` chat server speaks. */
+  vsFrame: "pickle" | "json";
 }
 
 /** What a check learned about a server, for the loads. */
@@ -56,7 +60,8 @@ export interface Load {
   unit?: string;
   /** The memory scenario: connections to hold (at most --held). */
   held?: number;
-  generator(ctx: Context): string;
+  /** Who makes the load ("Deno generator", "wrk -t1 -c50", ...). */
+  generator(): string;
   run(
     server: Server,
     ctx: Context,
@@ -80,7 +85,7 @@ export interface Scenario {
   title: string;
   unit: string;
   servers(versus: Versus): Promise<ServerSpec[]>;
-  check(server: Server, ctx: Context): Promise<Checked>;
+  check(server: Server): Promise<Checked>;
   loads: Load[];
 }
 
@@ -181,76 +186,78 @@ const HELD_CAP = 40;
 const PEER_READY = /Listening on 127\.0\.0\.1:(\d+)/;
 const LISTENING = /Listening on \S+:(\d+)/;
 
-const http: Scenario = {
-  id: "2_4",
-  title: "2_4 epoll web server: one request per connection",
-  unit: "requests/s",
-  async servers(versus) {
-    return lineUp("2_4", await ours2_4(), [
-      {
-        label: "Deno minimal (peer)",
-        kind: "peer",
-        command: [
-          "deno",
-          "run",
-          "--quiet",
-          "--allow-net=127.0.0.1",
-          "bench/peers/deno_http.ts",
-          "--port=0",
-        ],
-        ready: PEER_READY,
-      },
-      {
-        label: "Node http (peer)",
-        kind: "peer",
-        command: ["node", "bench/peers/node_http.mjs", "--port=0"],
-        ready: PEER_READY,
-      },
-    ], versus);
-  },
-  async check(server) {
-    const reply = await exchange(
-      server.port,
-      "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-    );
-    const status = /^HTTP\/1\.[01] (\d{3})/.exec(reply);
-    if (!status || !status[1].startsWith("2")) {
-      throw new Error(
-        `check: expected a 2xx response, got ${
-          JSON.stringify(reply.slice(0, 80))
-        }`,
+function http(wrkPrefix: string[] | undefined): Scenario {
+  return {
+    id: "2_4",
+    title: "2_4 epoll web server: one request per connection",
+    unit: "requests/s",
+    async servers(versus) {
+      return lineUp("2_4", await ours2_4(), [
+        {
+          label: "Deno minimal (peer)",
+          kind: "peer",
+          command: [
+            "deno",
+            "run",
+            "--quiet",
+            "--allow-net=127.0.0.1",
+            "bench/peers/deno_http.ts",
+            "--port=0",
+          ],
+          ready: PEER_READY,
+        },
+        {
+          label: "Node http (peer)",
+          kind: "peer",
+          command: ["node", "bench/peers/node_http.mjs", "--port=0"],
+          ready: PEER_READY,
+        },
+      ], versus);
+    },
+    async check(server) {
+      const reply = await exchange(
+        server.port,
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
       );
-    }
-    if (server.spec.kind !== "vs" && !reply.endsWith(`\r\n\r\n${BODY}`)) {
-      throw new Error(
-        `check: expected the body ${JSON.stringify(BODY)}, got ${
-          JSON.stringify(reply.slice(-60))
-        }`,
-      );
-    }
-    const head = reply.slice(0, reply.indexOf("\r\n\r\n"));
-    return { closesWithoutHeader: !/^connection:\s*close\s*$/im.test(head) };
-  },
-  loads: [{
-    label: "50 connections",
-    generator: (ctx) => ctx.useWrk ? "wrk -t1 -c50" : "Deno generator",
-    run: (server, ctx, checked, phases) =>
-      ctx.useWrk
-        ? wrkLoad(
-          ctx.loadPin,
-          server.port,
-          50,
-          phases,
-          checked.closesWithoutHeader ?? false,
-        )
-        : httpLoad(
-          server.port,
-          50,
-          phases,
-          server.spec.kind === "vs" ? undefined : BODY,
-        ),
-  }, memoryLoad(HELD, () => httpHold)],
-};
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(reply);
+      if (!status || !status[1].startsWith("2")) {
+        throw new Error(
+          `check: expected a 2xx response, got ${
+            JSON.stringify(reply.slice(0, 80))
+          }`,
+        );
+      }
+      if (server.spec.kind !== "vs" && !reply.endsWith(`\r\n\r\n${BODY}`)) {
+        throw new Error(
+          `check: expected the body ${JSON.stringify(BODY)}, got ${
+            JSON.stringify(reply.slice(-60))
+          }`,
+        );
+      }
+      const head = reply.slice(0, reply.indexOf("\r\n\r\n"));
+      return { closesWithoutHeader: !/^connection:\s*close\s*$/im.test(head) };
+    },
+    loads: [{
+      label: "50 connections",
+      generator: () => wrkPrefix ? "wrk -t1 -c50" : "Deno generator",
+      run: (server, _ctx, checked, phases) =>
+        wrkPrefix
+          ? wrkLoad(
+            wrkPrefix,
+            server.port,
+            50,
+            phases,
+            checked.closesWithoutHeader ?? false,
+          )
+          : httpLoad(
+            server.port,
+            50,
+            phases,
+            server.spec.kind === "vs" ? undefined : BODY,
+          ),
+    }, memoryLoad(HELD, () => httpHold)],
+  };
+}
 
 function ours2_4() {
   return ours(
@@ -308,59 +315,60 @@ const echo: Scenario = {
   ],
 };
 
-const chat: Scenario = {
-  id: "2_3",
-  title:
-    `2_3 select chat: ${CHAT_CLIENTS} clients, one sender, W messages in flight`,
-  unit: "deliveries/s",
-  async servers(versus) {
-    const ourChat = await ours(
-      "2_3",
-      "2_3_chat_server_with_select.ts",
-      ["--name=server"],
-      /Server listening to port: (\d+)/,
-    );
-    return lineUp("2_3", ourChat, [], versus);
-  },
-  async check(server, ctx) {
-    const { kind } = server.spec;
-    const pickle = kind === "book" ||
-      (kind === "vs" && ctx.vsFrame === "pickle");
-    const format = pickle
-      ? await pickleFormat(chatTexts(CHAT_CLIENTS))
-      : JSON_FORMAT;
-    try {
-      await checkChat(server.port, format);
-    } catch (error) {
-      throw new Error(
-        `check (${format.name} frames): ${(error as Error).message}`,
+function chat(vsFrame: "pickle" | "json"): Scenario {
+  return {
+    id: "2_3",
+    title:
+      `2_3 select chat: ${CHAT_CLIENTS} clients, one sender, W messages in flight`,
+    unit: "deliveries/s",
+    async servers(versus) {
+      const ourChat = await ours(
+        "2_3",
+        "2_3_chat_server_with_select.ts",
+        ["--name=server"],
+        /Server listening to port: (\d+)/,
       );
-    }
-    const holdFormat = pickle
-      ? await pickleFormat(holdNames(HELD_CHAT).map((n) => `NAME: ${n}`))
-      : JSON_FORMAT;
-    return { chatFormat: format, holdFormat };
-  },
-  loads: [
-    ...[1, 8].map((w): Load => ({
-      label: `W = ${w}`,
-      generator: () => "Deno generator",
-      run: (server, _ctx, checked, phases) =>
-        chatLoad(
-          server.port,
-          checked.chatFormat ?? JSON_FORMAT,
-          CHAT_CLIENTS,
-          w,
-          phases,
-        ),
-    })),
-    memoryLoad(
-      HELD_CHAT,
-      (_server, checked) =>
-        chatHold(checked.holdFormat ?? JSON_FORMAT, holdNames(HELD_CHAT)),
-    ),
-  ],
-};
+      return lineUp("2_3", ourChat, [], versus);
+    },
+    async check(server) {
+      const { kind } = server.spec;
+      const pickle = kind === "book" || (kind === "vs" && vsFrame === "pickle");
+      const format = pickle
+        ? await pickleFormat(chatTexts(CHAT_CLIENTS))
+        : JSON_FORMAT;
+      try {
+        await checkChat(server.port, format);
+      } catch (error) {
+        throw new Error(
+          `check (${format.name} frames): ${(error as Error).message}`,
+        );
+      }
+      const holdFormat = pickle
+        ? await pickleFormat(holdNames(HELD_CHAT).map((n) => `NAME: ${n}`))
+        : JSON_FORMAT;
+      return { chatFormat: format, holdFormat };
+    },
+    loads: [
+      ...[1, 8].map((w): Load => ({
+        label: `W = ${w}`,
+        generator: () => "Deno generator",
+        run: (server, _ctx, checked, phases) =>
+          chatLoad(
+            server.port,
+            checked.chatFormat ?? JSON_FORMAT,
+            CHAT_CLIENTS,
+            w,
+            phases,
+          ),
+      })),
+      memoryLoad(
+        HELD_CHAT,
+        (_server, checked) =>
+          chatHold(checked.holdFormat ?? JSON_FORMAT, holdNames(HELD_CHAT)),
+      ),
+    ],
+  };
+}
 
 /** The names of the memory scenario's chat clients. */
 function holdNames(n: number): string[] {
@@ -401,18 +409,24 @@ function perConnection(id: string, file: string, title: string): Scenario {
   };
 }
 
-export const SCENARIOS: Scenario[] = [
-  perConnection(
-    "2_1",
-    "2_1_forking_mixin_socket_server.ts",
-    "2_1 forking server: a process per connection",
-  ),
-  perConnection(
-    "2_2",
-    "2_2_threading_mixin_socket_server.ts",
-    "2_2 threading server: a Worker per connection",
-  ),
-  chat,
-  http,
-  echo,
-];
+/** The scenarios' ids, in the order they run. */
+export const SCENARIO_IDS = ["2_1", "2_2", "2_3", "2_4", "2_5"];
+
+/** The five scenarios, in the order of SCENARIO_IDS. */
+export function scenarios(options: ScenarioOptions): Scenario[] {
+  return [
+    perConnection(
+      "2_1",
+      "2_1_forking_mixin_socket_server.ts",
+      "2_1 forking server: a process per connection",
+    ),
+    perConnection(
+      "2_2",
+      "2_2_threading_mixin_socket_server.ts",
+      "2_2 threading server: a Worker per connection",
+    ),
+    chat(options.vsFrame),
+    http(options.wrkPrefix),
+    echo,
+  ];
+}
