@@ -555,7 +555,11 @@ export function chatHold(format: ChatFormat, names: string[]): HoldProtocol {
       const scratch = new Uint8Array(4096);
       (async () => {
         try {
-          for (let n; (n = await conn.read(scratch)) !== null;) received += n;
+          while (true) {
+            const n = await conn.read(scratch);
+            if (n === null) break;
+            received += n;
+          }
         } catch {
           // closed at the end of the scenario
         }

@@ -77,7 +77,11 @@ function fakeConn(chunks: Uint8Array[]): Deno.TcpConn {
 async function receiveAll(chunks: Uint8Array[], wire?: Wire) {
   const channel = new Channel(fakeConn(chunks), 1, wire);
   const texts: string[] = [];
-  for (let text; (text = await channel.receive()) !== null;) texts.push(text);
+  while (true) {
+    const text = await channel.receive();
+    if (text === null) break;
+    texts.push(text);
+  }
   return { texts, wire: channel.wire };
 }
 
