@@ -28,6 +28,9 @@
  * connection at the client's EOF, and a client that half-closes after
  * sending, like `nc -N`, would lose its reply. `serve_forever()` on a thread
  * is `serveForever()` on the main thread ("MainThread", as Python says).
+ * Every Worker loads and compiles this whole file again, comments included:
+ * the explanations cost each Worker about 0.4 MB (6.9 MB against 6.5 MB with
+ * them stripped, 40 Workers held; the README has the measurement).
  *
  * Fixed from the book: the reply carried `b'...'`, the repr of the bytes;
  * here the data itself, as bytes (a character cut at the 1024-byte read is
