@@ -41,7 +41,7 @@ const DRAIN_MS = 60_000;
  * 2_3: how long an idle server may take to give back the memory the join
  * notices grew. V8 keeps a grown heap while the process is busy and returns
  * it when its memory reducer runs, some seconds after the process went idle
- * (about 15 s after 2,000 joins here), so a figure taken right after the
+ * (7 to 15 s after 2,000 joins here), so a figure taken right after the
  * drain weighs the burst, not the clients.
  */
 const IDLE_MS = 30_000;

@@ -29,7 +29,6 @@ import { wrkLoad } from "./wrk.ts";
 export const BODY = "\nHello from Epoll Server!";
 const CHAT_CLIENTS = 50;
 
-/** What the run decided once for all scenarios. */
 /** What every scenario's loads take from the command line. */
 export interface Context {
   /** `--held`: at most this many connections in the memory scenario. */
