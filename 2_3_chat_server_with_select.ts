@@ -18,8 +18,10 @@
  *
  * From Python to Deno: select's inputs (connections, stdin, clients, Ctrl-C)
  * become async iterables of events merged by `MuxAsyncIterator`, so `run()`
- * keeps the book's loop and branches; a client's event is one frame, as the
- * book's `receive()` returns one. The write set becomes a queue and one
+ * keeps the book's loop and branches. A client's event is what one read
+ * completed: the frames it made whole, in order, where the book's
+ * `receive()` returned one frame per round of `select` (so a burst goes out
+ * in one write per receiver). The write set becomes a queue and one
  * writer per client. Connection ids count from 1: Deno has no `fileno()`.
  *
  * Two wires, one room: the server learns each connection's frame from the
@@ -67,6 +69,7 @@ const MAX_FRAME_BYTES = 64 * 1024;
 const MAX_QUEUE_BYTES = 1024 * 1024;
 const NAME_TIMEOUT_MS = 10_000;
 const MAX_NAME_CHARS = 64; // a name is repeated in every message it sends
+const NAME_PREFIX = "NAME: "; // a client's first frame: NAME_PREFIX + its name
 const IDLE_READ_BYTES = 1024; // a silent connection's read buffer
 const STDIN_READ_BYTES = 16 * 1024;
 const MAX_LINE_CHARS = MAX_FRAME_BYTES + 1; // more than any line a client sends
@@ -160,11 +163,12 @@ export function detectWire(bytes: Uint8Array): Wire | undefined {
   if (bytes[4] === 0x80) return "book4";
   if (bytes[4] === 0x5b) return "json"; // "["
   throw new Error(
-    `a first frame of no known wire (byte 4 is ${hex(bytes[4])})`,
+    `a first frame of no known wire (byte 4 is ${byteHex(bytes[4])})`,
   );
 }
 
-function hex(byte: number): string {
+/** A byte as an error names it: 0x63. */
+function byteHex(byte: number): string {
   return `0x${byte.toString(16).padStart(2, "0")}`;
 }
 
@@ -418,8 +422,8 @@ export class BookPickleError extends Error {
 
 // "0x63 (GLOBAL)": how an error names an opcode byte.
 function describeOpcode(opcode: number): string {
-  const hex = `0x${opcode.toString(16).padStart(2, "0")}`;
-  return `${hex} (${OPCODE_NAMES.get(opcode) ?? "not a pickle opcode"})`;
+  const name = OPCODE_NAMES.get(opcode) ?? "not a pickle opcode";
+  return `${byteHex(opcode)} (${name})`;
 }
 
 // The reader keeps one position in the payload and moves it forward only. Each
@@ -701,7 +705,11 @@ export function encodeBookPickle(text: string): Uint8Array {
     );
   }
 
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  // One buffer: the parts, one after the other. (std's concat() takes only
+  // Uint8Arrays, and most parts here are short arrays of numbers.)
+  let size = 0;
+  for (const part of parts) size += part.length;
+  const out = new Uint8Array(size);
   let offset = 0;
   for (const part of parts) {
     out.set(part, offset);
@@ -883,12 +891,13 @@ export class Channel {
    */
   send(bytes: Uint8Array): void {
     if (this.dropReason !== undefined) return;
+    const writerRunning = this.#queued > 0; // it takes what is queued next
     this.#queue.push(bytes);
     this.#queued += bytes.length;
     if (this.#queued > MAX_QUEUE_BYTES) {
       this.close("stopped reading: over 1 MiB queued");
-    } else if (this.#queued === bytes.length) {
-      this.#writer = this.#flush(); // no writer yet
+    } else if (!writerRunning) {
+      this.#writer = this.#flush();
     }
   }
 
@@ -1117,11 +1126,14 @@ async function* stdinLines(): AsyncGenerator<Event> {
 function interrupts(): AsyncIterable<Event> {
   const { promise, resolve } = Promise.withResolvers<void>();
   Deno.addSignalListener("SIGINT", resolve);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", resolve);
-  return (async function* () {
+  Deno.addSignalListener("SIGTERM", resolve); // on Windows too, since Deno 2.7.6
+  // An async generator that waits for the first signal, yields one event,
+  // and ends: calling it makes the iterable that MuxAsyncIterator reads.
+  async function* firstSignal(): AsyncGenerator<Event> {
     await promise;
-    yield { source: "signal" } as const;
-  })();
+    yield { source: "signal" };
+  }
+  return firstSignal();
 }
 
 /**
@@ -1265,12 +1277,12 @@ export class ChatServer {
       // branch, blocking everyone: here the name is the connection's first
       // frame, whenever it comes.
       const data = frames[0];
-      if (!data.startsWith("NAME: ")) {
+      if (!data.startsWith(NAME_PREFIX)) {
         this.trace?.(this.#read(channel, frames, bytes) + " -> not NAME: drop");
         channel.close("no NAME: first");
         return;
       }
-      if (data.length > 6 + MAX_NAME_CHARS) {
+      if (data.length > NAME_PREFIX.length + MAX_NAME_CHARS) {
         this.trace?.(
           this.#read(channel, frames, bytes) + " -> a long name: drop",
         );
@@ -1279,7 +1291,7 @@ export class ChatServer {
       }
       channel.clearDeadline();
       const host = channel.conn.remoteAddr.hostname;
-      name = `${data.slice("NAME: ".length)}@${host}`;
+      name = `${data.slice(NAME_PREFIX.length)}@${host}`;
       this.clients += 1;
       // book: send(client, 'CLIENT: ' + str(address[0]))
       channel.sendText(`CLIENT: ${host}`);
@@ -1365,7 +1377,7 @@ export class ChatClient {
       const channel = new Channel(conn, 0, wire);
       channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
       // book: send(self.sock,'NAME: ' + self.name)
-      channel.sendText(`NAME: ${name}`);
+      channel.sendText(NAME_PREFIX + name);
       trace?.(`connected, NAME sent in ${wire} frames`);
       // book: data = receive(self.sock); addr = data.split('CLIENT: ')[1]
       const data = await channel.receive();
