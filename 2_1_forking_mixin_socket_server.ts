@@ -36,8 +36,8 @@
  * each connection about three times dearer here (an empty child: 32 ms
  * plain, 85-119 ms with the channel), in a chapter about what a connection
  * costs. It also needs `--allow-env`, is missing on Windows
- * (denoland/deno#32696), and a spawned `deno run` given no permission flag
- * gets `-A`. The price of the relay: the server moves every byte, where the
+ * (denoland/deno#32696), and a child that `fork()` starts with no
+ * permission flags gets all of them, as with `-A`. The price of the relay: the server moves every byte, where the
  * book's parent forgets the connection once it has forked.
  *
  * Fixed from the book: the client printed `response[5:]`, a bytes repr cut
@@ -64,6 +64,12 @@ const SIGNAL_GRACE_MS = 100; // after shutdown, for the SIGINT `deno task` forwa
 const PREVIEW_BYTES = 32; // client data a trace line shows, at most
 const HANDLER_MODE = "--handle-request"; // internal: be one handler process
 const SELF = import.meta.filename!;
+// A handler process is `deno run` of this same file in handler mode. Given
+// no --allow-* flag it has no permission at all, and needs none: it only
+// reads its stdin and writes its stdout, which the server pipes to and from
+// the socket. --no-config keeps it from loading this project's deno.json,
+// which it does not need; --no-prompt makes a permission it lacks fail at
+// once instead of asking on the terminal it shares with the server.
 const HANDLER_PROCESS: Deno.CommandOptions = {
   args: ["run", "--no-config", "--no-prompt", SELF, HANDLER_MODE],
   stdin: "piped",
@@ -183,7 +189,8 @@ export async function handle(spawnedAt?: number): Promise<void> {
   const n = await Deno.stdin.read(data);
   if (n === null) { // not in the book: the client sent nothing at all
     trace?.(`handler PID ${pid} read end of file`);
-    return console.error(`Handler PID ${pid}: client left without sending`);
+    console.error(`Handler PID ${pid}: client left without sending`);
+    return;
   }
   trace?.(
     `handler PID ${pid} read ${n} bytes: ${preview(data.subarray(0, n))}`,
@@ -308,7 +315,9 @@ export class ForkingServer {
       );
       // Not awaited: the loop goes back to accept() while this client is
       // served, as serve_forever() does once it has forked. The promise is
-      // kept, to wait on at the limit and at the end.
+      // kept, to wait on at the limit and at the end, and forgotten once
+      // done: `finally` can name `handler`, since a promise's callbacks
+      // never run before the statement that made it has finished.
       const handler = this.processRequest(conn).catch((error: Error) => {
         this.log(`handler failed: ${error.message}`); // e.g. spawn() failed
         closeQuietly(conn);
@@ -447,8 +456,8 @@ export async function serve(server: ForkingServer): Promise<void> {
   console.log(`Server loop running PID: ${Deno.pid}`);
   console.log(`Listening on ${hostname}:${port}`);
   await server.serveForever();
-  const { peak, children: { size } } = server;
-  console.log(`Peak: ${peak} of ${MAX_CHILDREN}; ${size} left running`);
+  const left = server.children.size;
+  console.log(`Peak: ${server.peak} of ${MAX_CHILDREN}; ${left} left running`);
 }
 
 /** argparse's behaviour: usage and a one-line error on stderr, exit 2. */
@@ -463,6 +472,9 @@ function fail(message: string): never {
   Deno.exit(1);
 }
 
+// book: if __name__ == '__main__':
+// Not in the book: the handler mode. The server starts this same file with
+// HANDLER_MODE as its first argument to be one handler process.
 if (import.meta.main && Deno.args[0] === HANDLER_MODE) {
   const spawnedAt = Deno.args[1] === undefined
     ? undefined

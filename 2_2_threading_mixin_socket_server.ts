@@ -265,7 +265,9 @@ export class ThreadedTCPServer {
       );
       // Not awaited: the loop goes back to accept() while this client is
       // served, as serve_forever() does once the thread has started. The
-      // promise is kept, to wait on at the limit and at the end.
+      // promise is kept, to wait on at the limit and at the end, and
+      // forgotten once done: `finally` can name `handler`, since a promise's
+      // callbacks never run before the statement that made it has finished.
       const handler = this.processRequest(conn).catch((error: Error) => {
         this.log(`handler failed: ${error.message}`); // e.g. no Worker
         closeQuietly(conn);
@@ -307,7 +309,10 @@ export class ThreadedTCPServer {
       preventClose: true,
       preventAbort: true,
       signal: relay.signal,
-    }).then(() => "", (error) => ` (reply not delivered: ${error.name})`);
+    }).then(
+      () => "", // the pipe finished: everything was written
+      (error) => ` (reply not delivered: ${error.name})`, // the pipe failed
+    );
     // Promise.withResolvers() gives a promise and the function that settles
     // it, apart: whichever comes first (the Worker's answer, its error, the
     // deadline, or shutdown() through `workers`) resolves the outcome, and
@@ -415,6 +420,10 @@ function fail(message: string): never {
   Deno.exit(1);
 }
 
+// Not in the book: the handler thread. `new Worker(import.meta.url)` runs this
+// same file as a Worker's main module, so `import.meta.main` is true there
+// too; only a Worker's global object has `WorkerGlobalScope`, which tells the
+// two apart. (The book's thread runs handle() inside the same program.)
 if (import.meta.main && "WorkerGlobalScope" in globalThis) {
   // A handler thread: wait for the connection's streams, handle, report.
   // Inside a Worker, globalThis is the Worker's side of the channel:
@@ -425,6 +434,8 @@ if (import.meta.main && "WorkerGlobalScope" in globalThis) {
     const trace = since === undefined
       ? undefined
       : (line: string) => console.error(`trace: ${line}`);
+    // `trace?.(...)` evaluates its argument only when tracing is on, and then
+    // the server passed the creation time: `since!` is safe here.
     trace?.(`${thread.name} started, ${msSince(since!)} after new Worker()`);
     const end = await handle(thread.name, data.readable, data.writable, trace)
       .catch((error) => `failed: ${error.name}: ${error.message}`);

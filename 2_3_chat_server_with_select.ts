@@ -976,12 +976,15 @@ export class Channel {
   }
 }
 
-/** Closes a connection, ignoring "already closed". */
+/**
+ * Closes a connection, ignoring "already closed": a drop, the shutdown and
+ * the end of the client's events may each be first to close it.
+ */
 function closeQuietly(conn: Deno.Conn): void {
   try {
     conn.close();
-  } catch (error) {
-    if (!(error instanceof Deno.errors.BadResource)) throw error;
+  } catch {
+    // already closed
   }
 }
 
@@ -1011,7 +1014,12 @@ function select(...inputs: AsyncIterable<Event>[]): Mux {
   return mux;
 }
 
-/** Out of descriptors or memory: the only accept() failures a pause helps. */
+/**
+ * Did accept() fail for want of file descriptors or memory (EMFILE, ENFILE,
+ * ENOMEM, ENOBUFS)? Only then does waiting help: a descriptor may free up.
+ * Any other failure (a client that reset while queued: os error 107) is that
+ * one connection's, and the next one may be fine.
+ */
 function isOutOfResources(error: Error): boolean {
   return /os error (12|23|24|105)\b/.test(error.message);
 }

@@ -60,7 +60,8 @@ const RECV_SIZE = 1024; // the book's recv(1024)
 // only once its read has returned; at most this many wait here:
 const spareChunks: Uint8Array[] = [];
 const MAX_SPARE_CHUNKS = 1024;
-const ACCEPT_PAUSE_MS = 100; // out of descriptors: wait before accepting again
+const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
+const PREVIEW_BYTES = 32; // client data a trace line shows, at most
 const SIGNAL_GRACE_MS = 100; // after shutdown, for the SIGINT `deno task` forwards
 const NOTHING = new Uint8Array(0);
 // book: EOL1 = b'\n\n', EOL2 = b'\n\r\n' (a head ends at either)
@@ -123,7 +124,8 @@ function print(text: string): void {
   makeRoom(most);
   const into = printed.subarray(printedLength);
   printedLength += encoder.encodeInto(text, into).written;
-  printed[printedLength++] = LF;
+  printed[printedLength] = LF;
+  printedLength += 1;
 }
 
 /**
@@ -144,7 +146,8 @@ function printHead(head: Uint8Array): void {
   printedLength += DASHES_LINE.length;
   printed.set(head, printedLength);
   printedLength += head.length;
-  printed[printedLength++] = LF;
+  printed[printedLength] = LF;
+  printedLength += 1;
 }
 
 /** Only printable ASCII, tabs and line ends: bytes a terminal shows as is. */
@@ -161,7 +164,8 @@ function isPlainText(bytes: Uint8Array): boolean {
 /** Writes the batch now if `size` more bytes would not fit; starts the timer. */
 function makeRoom(size: number): void {
   if (printedLength + size > printed.length) flushPrinted();
-  flushTimer ??= setTimeout(flushPrinted, 10);
+  // One timer per batch: only the first line of a batch starts it.
+  if (flushTimer === undefined) flushTimer = setTimeout(flushPrinted, 10);
 }
 
 function flushPrinted(): void {
@@ -206,14 +210,14 @@ function hex(character: string): string {
 }
 
 /**
- * Out of file descriptors (EMFILE, ENFILE) or memory (ENOMEM, ENOBUFS):
- * `accept()` would fail again at once, so the loop waits for one to free up.
+ * Did accept() fail for want of file descriptors or memory (EMFILE, ENFILE,
+ * ENOMEM, ENOBUFS)? Only then does waiting help: a descriptor may free up.
+ * Any other failure (a client that reset while queued: os error 107) is that
+ * one connection's, and the next one may be fine.
  */
-function isOutOfResources(error: unknown): boolean {
-  return /os error (12|23|24|105)\b/.test((error as Error).message);
+function isOutOfResources(error: Error): boolean {
+  return /os error (12|23|24|105)\b/.test(error.message);
 }
-
-const PREVIEW_BYTES = 32;
 
 /**
  * Client data as a trace line shows it: at most 32 bytes, in double quotes,
@@ -238,7 +242,9 @@ export function preview(bytes: Uint8Array): string {
 function closeQuietly(connection: Deno.Conn): void {
   try {
     connection.close();
-  } catch { /* already closed */ }
+  } catch {
+    // already closed
+  }
 }
 
 /** A socket server using epoll: the book's class. */
@@ -311,13 +317,15 @@ export class EpollServer {
         // Out of descriptors or memory, accept() would fail again at once:
         // only then does waiting help.
         print(`accept failed: ${(error as Error).message}`);
-        if (isOutOfResources(error)) {
+        if (isOutOfResources(error as Error)) {
           await new Promise((resume) => setTimeout(resume, ACCEPT_PAUSE_MS));
         }
         continue;
       }
-      const fileno = ++this.#lastFileno;
+      this.#lastFileno += 1;
+      const fileno = this.#lastFileno;
       if (this.#closing) {
+        // Not in the book: a connection accepted during the shutdown.
         // Accepted just before close() closed the listener, but resumed here
         // only after it: close() could not see this one, so close it here.
         print(`connection ${fileno}: closed by server shutdown`);
@@ -414,6 +422,9 @@ export class EpollServer {
    */
   #onReadable(fileno: number, chunk: Uint8Array, n: number | null): EpollEvent {
     if (n === null) {
+      // Fixed from the book: its recv() returning b"" (the client gone
+      // before its head ended) left the connection registered for EPOLLIN,
+      // ready again at once, for ever. Here it is hung up.
       this.trace?.(
         `connection ${fileno}: EPOLLIN, read 0 bytes (end of stream)`,
       );
@@ -438,14 +449,22 @@ export class EpollServer {
       );
     }
     if (tooLarge) {
+      // Not in the book, which read a head without end: past
+      // MAX_REQUEST_BYTES the client gets a 431 instead of the page.
       print(`connection ${fileno}: request head too large, sent 431`);
       this.responses.set(fileno, TOO_LARGE_RESPONSE);
       this.rejected.add(fileno);
       return "EPOLLOUT";
     }
     if (end < 0) {
-      // Keep what came, copied out of the chunk that is about to be reused.
-      this.requests.set(fileno, old.length > 0 ? request : request.slice());
+      // Keep what came. A request joined by concat() above is a new buffer
+      // already; a first piece still lies in the chunk that is about to be
+      // reused, so it is copied out.
+      if (old.length > 0) {
+        this.requests.set(fileno, request);
+      } else {
+        this.requests.set(fileno, request.slice());
+      }
       return "EPOLLIN";
     }
     printHead(request.subarray(0, end - 2));

@@ -74,7 +74,7 @@ import { delay } from "@std/async/delay";
 
 const FILE = "2_5_echo_server_with_diesel.ts";
 const SERVER_HOST = "localhost";
-const ACCEPT_PAUSE_MS = 100;
+const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
 /** How long, after its shutdown, the script waits for forwarded SIGINTs. */
 const SIGNAL_GRACE_MS = 100;
 const MAX_LINE_BYTES = 64 * 1024;
@@ -220,7 +220,10 @@ export class DieselConnection {
         return line;
       }
       searchFrom = pending.length;
-      if (pending.length > 0) this.partialSince ??= Date.now();
+      // A partial line's clock starts at its first bytes, not at each read.
+      if (pending.length > 0 && this.partialSince === undefined) {
+        this.partialSince = Date.now();
+      }
       this.#makeRoom();
       // `conn.read(buffer)` resolves with how many bytes it put into
       // `buffer`, or null at the client's EOF. While it waits, the event
@@ -266,6 +269,7 @@ export class DieselConnection {
   }
 
   /**
+   * Not in diesel or the book (they had no bound on a line to enforce).
    * Before closing on a client that is still sending: shut down writing,
    * then drop what it sends (up to LINGER_BYTES, for LINGER_MS), since
    * closing with unread bytes sends a reset that can destroy our last words.
@@ -326,12 +330,15 @@ export class DieselConnection {
   }
 }
 
-/** Closes a connection, ignoring "already closed". */
+/**
+ * Closes a connection, ignoring "already closed": the shutdown, the line
+ * sweep and the handler's own end may each be first to close it.
+ */
 function closeQuietly(conn: Deno.Conn): void {
   try {
     conn.close();
   } catch {
-    // already closed (by shutdown, or by the handler's own end)
+    // already closed
   }
 }
 
@@ -430,6 +437,8 @@ export class EchoServer {
         const seconds = this.lineTimeoutMs / 1000;
         farewell = `sent no end of line within ${seconds} s, disconnected`;
       } else if (error instanceof LineTooLongError) {
+        // Not in the book, whose lines had no bound: the client is told
+        // why, then disconnected.
         farewell = `sent a line over ${MAX_LINE_BYTES} bytes, disconnected`;
         try {
           await client.send(LINE_TOO_LONG);
@@ -454,13 +463,13 @@ export class EchoServer {
 }
 
 /**
- * Is this `accept()` failure the process running out of something (file
- * descriptors or memory)? Only then does waiting help: a descriptor may free
- * up. Any other failure is one connection's own (a client that reset before
- * it was accepted: `NotConnected`, os error 107).
+ * Did accept() fail for want of file descriptors or memory (EMFILE, ENFILE,
+ * ENOMEM, ENOBUFS)? Only then does waiting help: a descriptor may free up.
+ * Any other failure (a client that reset while queued: os error 107) is that
+ * one connection's, and the next one may be fine.
  */
-function isOutOfResources(error: unknown): boolean {
-  return /os error (12|23|24|105)\b/.test(String((error as Error)?.message));
+function isOutOfResources(error: Error): boolean {
+  return /os error (12|23|24|105)\b/.test(error.message);
 }
 
 /** The `--allow-net` value that lets `deno run` listen on `host`. */
@@ -530,7 +539,7 @@ export async function main(
       console.error(`accept failed: ${(error as Error).message}`);
       // Out of descriptors, accept() fails at once: pause, do not spin. A
       // connection that failed on its own is no reason to keep others waiting.
-      if (isOutOfResources(error)) await delay(ACCEPT_PAUSE_MS);
+      if (isOutOfResources(error as Error)) await delay(ACCEPT_PAUSE_MS);
       continue;
     }
     if (server.shuttingDown) {
