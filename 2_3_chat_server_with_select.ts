@@ -941,6 +941,8 @@ export class Channel {
   async #flush(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
+        // splice(0) takes every queued chunk and leaves the queue empty, so
+        // what send() queues meanwhile waits for the next turn of this loop.
         const queue = this.#queue.splice(0);
         // A single frame is written as it is, not copied: #broadcast hands
         // every receiver the same buffer, and a copy per receiver would undo
