@@ -269,7 +269,7 @@ export class ForkingServer {
   readonly children = new Set<Deno.ChildProcess>();
   peak = 0;
   #handlers = new Set<Promise<void>>();
-  #closing = false;
+  #shuttingDown = false;
 
   constructor(
     readonly listener: Deno.TcpListener,
@@ -285,20 +285,20 @@ export class ForkingServer {
 
   // book (socketserver): serve_forever()
   async serveForever(): Promise<void> {
-    while (!this.#closing) {
+    while (!this.#shuttingDown) {
       // collect_children(): at max_children, wait for one to finish. Each
       // handler is a promise that settles when its child has been reaped;
       // Promise.race settles with the first of them to settle, as
       // os.waitpid(-1, 0) returns for the first child to exit. Meanwhile
       // nobody accepts, and new clients wait in the kernel's backlog.
-      while (this.children.size >= MAX_CHILDREN && !this.#closing) {
+      while (this.children.size >= MAX_CHILDREN && !this.#shuttingDown) {
         await Promise.race(this.#handlers);
       }
       let conn: Deno.TcpConn;
       try {
         conn = await this.listener.accept();
       } catch (error) {
-        if (this.#closing) break; // shutdown() closed the listener
+        if (this.#shuttingDown) break; // shutdown() closed the listener
         // One client's failed accept must not end the server, nor delay the
         // next client: only a want of descriptors or memory is waited out.
         const message = (error as Error).message;
@@ -390,7 +390,7 @@ export class ForkingServer {
     this.children.delete(child);
     clearTimeout(timer);
     let end: string;
-    if (this.#closing && signal === "SIGTERM") {
+    if (this.#shuttingDown && signal === "SIGTERM") {
       end = "closed by server shutdown"; // shutdown() killed it: no failure
     } else if (signal) {
       end = `was killed by ${signal}`;
@@ -410,8 +410,8 @@ export class ForkingServer {
    */
   // book (socketserver): shutdown(), and ForkingMixIn's server_close()
   shutdown(): void {
-    if (this.#closing) return;
-    this.#closing = true;
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
     this.log(`Shutting down: killing ${this.children.size} handlers...`);
     this.listener.close();
     for (const child of this.children) kill(child, "SIGTERM");

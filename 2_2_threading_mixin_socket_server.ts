@@ -221,7 +221,7 @@ export class ThreadedTCPServer {
   peak = 0;
   #threads = 0;
   #handlers = new Set<Promise<void>>();
-  #closing = false;
+  #shuttingDown = false;
 
   constructor(
     readonly listener: Deno.TcpListener,
@@ -236,19 +236,19 @@ export class ThreadedTCPServer {
 
   // book (socketserver): serve_forever()
   async serveForever(): Promise<void> {
-    while (!this.#closing) {
+    while (!this.#shuttingDown) {
       // Not in the book (ThreadingMixIn has no limit): at the limit, wait for
       // a handler to finish before accepting again. Each handler is a promise
       // that settles when its Worker is gone; Promise.race settles with the
       // first of them. Meanwhile new clients wait in the kernel's backlog.
-      while (this.workers.size >= MAX_THREADS && !this.#closing) {
+      while (this.workers.size >= MAX_THREADS && !this.#shuttingDown) {
         await Promise.race(this.#handlers);
       }
       let conn: Deno.TcpConn;
       try {
         conn = await this.listener.accept();
       } catch (error) {
-        if (this.#closing) break; // shutdown() closed the listener
+        if (this.#shuttingDown) break; // shutdown() closed the listener
         // One client's failed accept must not end the server, nor delay the
         // next client: only a want of descriptors or memory is waited out.
         const message = (error as Error).message;
@@ -364,8 +364,8 @@ export class ThreadedTCPServer {
    */
   // book (socketserver): shutdown()
   shutdown(): void {
-    if (this.#closing) return;
-    this.#closing = true;
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
     this.log(`Shutting down: terminating ${this.workers.size} threads...`);
     this.listener.close();
     for (const stop of this.workers.values()) stop("closed by server shutdown");

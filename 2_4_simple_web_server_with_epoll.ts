@@ -264,7 +264,7 @@ export class EpollServer {
   // still sends until it ends, before they close (see #drainRejected).
   readonly rejected = new Set<number>();
   #lastFileno = 0;
-  #closing = false;
+  #shuttingDown = false;
   #sweeper?: ReturnType<typeof setInterval>;
 
   /**
@@ -305,13 +305,13 @@ export class EpollServer {
         closeQuietly(this.connections.get(fileno)!); // its read or write fails
       }
     }, Math.min(timeoutMs / 4, 1000)); // so a close comes at most 1/4 late
-    while (!this.#closing) {
+    while (!this.#shuttingDown) {
       let connection: Deno.TcpConn;
       try {
         // book: if fileno == self.sock.fileno(): connection, address = accept()
         connection = await this.sock.accept();
       } catch (error) {
-        if (this.#closing) break; // close() closed the listening socket
+        if (this.#shuttingDown) break; // shutdown() closed the listening socket
         // A client that reset before it was accepted (NotConnected, os error
         // 107) failed on its own: log it and accept the next one at once.
         // Out of descriptors or memory, accept() would fail again at once:
@@ -324,10 +324,10 @@ export class EpollServer {
       }
       this.#lastFileno += 1;
       const fileno = this.#lastFileno;
-      if (this.#closing) {
+      if (this.#shuttingDown) {
         // Not in the book: a connection accepted during the shutdown.
-        // Accepted just before close() closed the listener, but resumed here
-        // only after it: close() could not see this one, so close it here.
+        // Accepted just before shutdown() closed the listener, but resumed
+        // here only after it: shutdown() could not see this one, so close it.
         print(`connection ${fileno}: closed by server shutdown`);
         closeQuietly(connection);
         break;
@@ -351,13 +351,17 @@ export class EpollServer {
   }
 
   /**
-   * Closes the listener and every connection, each with a line that says
-   * why; `run()` then returns. A second call does nothing.
+   * The one shutdown: says so, then closes the listener and every
+   * connection, each with a line that says why; `run()` then returns.
+   * Idempotent: a terminal's Ctrl-C under `deno task` delivers SIGINT twice
+   * (to the task runner, which passes it on, and to this process), and the
+   * second call does nothing and prints nothing.
    */
-  close(): void {
+  shutdown(): void {
     // book: finally: epoll.unregister(...); epoll.close(); self.sock.close()
-    if (this.#closing) return;
-    this.#closing = true;
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
+    print("Shutting down epoll server...");
     clearInterval(this.#sweeper);
     this.sock.close();
     for (const [fileno, connection] of this.connections) {
@@ -409,7 +413,7 @@ export class EpollServer {
       } else if (late) {
         why = "no complete head in time";
       }
-      if (!this.#closing) print(`connection ${fileno}: closed (${why})`);
+      if (!this.#shuttingDown) print(`connection ${fileno}: closed (${why})`);
     } finally {
       this.#onHangup(fileno);
     }
@@ -595,13 +599,7 @@ if (import.meta.main) {
   // listener replaces Deno's default exit; it stays installed, so that the
   // second SIGINT of one Ctrl-C (a terminal signals the whole process group:
   // `deno task` and this script) finds it and does nothing.
-  let shuttingDown = false;
-  const shutdown = () => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    print("Shutting down epoll server...");
-    server.close();
-  };
+  const shutdown = () => server.shutdown();
   // Installed before the ready line: a Ctrl-C right after it shuts down.
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, shutdown);
