@@ -200,24 +200,26 @@ function median(values: number[]): number | undefined {
 }
 
 /**
- * After a burst: samples the tree once a second, for at most `ms`, until its
+ * After a burst: calls `sample` every `stepMs`, for at most `ms`, until the
  * growth over `before` has fallen to GIVEN_BACK of what it was at `peak` and
  * holds there (two samples within 1 %). Returns the last sample and the
- * seconds it took, or `seconds` undefined when nothing was given back.
+ * seconds it took, or `seconds` undefined when nothing was given back (or
+ * the process is gone: `sample` returned undefined).
  */
-async function givenBack(
-  pid: number,
+export async function givenBack(
+  sample: () => Promise<TreeMemory | undefined>,
   before: TreeMemory,
   peak: TreeMemory,
   ms: number,
+  stepMs = 1_000,
 ): Promise<{ memory: TreeMemory; seconds?: number }> {
   const began = performance.now();
   const fallen = (m: TreeMemory) =>
     m.kb - before.kb <= GIVEN_BACK * (peak.kb - before.kb);
   let last = peak;
   while (performance.now() - began < ms) {
-    await new Promise((r) => setTimeout(r, 1_000));
-    const now = await treeMemory(pid);
+    await new Promise((r) => setTimeout(r, stepMs));
+    const now = await sample();
     if (!now) break;
     const steady = Math.abs(now.kb - last.kb) <= 0.01 * last.kb;
     last = now;
@@ -360,7 +362,12 @@ export async function holdOpen(
     let count = held.length;
     if (protocol.idle && before && after && count > 0) {
       const peak = after;
-      const idle = await givenBack(pid, before, peak, IDLE_MS);
+      const idle = await givenBack(
+        () => treeMemory(pid),
+        before,
+        peak,
+        IDLE_MS,
+      );
       after = idle.memory;
       const peakKb = (Math.max(0, peak.kb - before.kb) / count).toFixed(1);
       notes.push(

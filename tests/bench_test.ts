@@ -12,6 +12,7 @@ import { bookScript, DENO, run } from "./harness.ts";
 import { bookDir, bookSpec } from "../bench/book.ts";
 import { Server } from "../bench/servers.ts";
 import { exchange } from "../bench/net.ts";
+import { givenBack } from "../bench/memory.ts";
 
 const BENCH_MS = 180_000;
 
@@ -445,3 +446,56 @@ for (
     },
   });
 }
+
+/** Samples of a server's memory, in KB, one per call; the last one repeats. */
+function samples(...kb: number[]) {
+  let next = 0;
+  return () => {
+    const value = kb[Math.min(next, kb.length - 1)];
+    next += 1;
+    return Promise.resolve({ kb: value, measure: "PSS", processes: 1 });
+  };
+}
+
+/** The 2_3 memory row waits for V8 to give back a burst's heap: it takes the figure once the growth has fallen and holds, and says when nothing was given back. */
+Deno.test("bench: the idle wait after the join notices takes the memory once it has fallen and holds", async () => {
+  const before = { kb: 100_000, measure: "PSS", processes: 1 };
+  const peak = { kb: 180_000, measure: "PSS", processes: 1 };
+  // Flat at the peak for three samples, then down to a growth of 20,000 KB.
+  const fell = await givenBack(
+    samples(180_000, 180_000, 180_000, 120_500, 120_000),
+    before,
+    peak,
+    1_000,
+    1,
+  );
+  assertEquals(
+    fell.memory.kb,
+    120_000,
+    "the first steady sample after the fall",
+  );
+  assert(fell.seconds !== undefined, "a fall is reported with its time");
+  // A fall that does not hold yet is not taken.
+  const settling = await givenBack(
+    samples(150_000, 110_000, 110_000),
+    before,
+    peak,
+    1_000,
+    1,
+  );
+  assertEquals(settling.memory.kb, 110_000);
+  // Never given back: the last sample, and no time.
+  const kept = await givenBack(samples(180_000), before, peak, 50, 1);
+  assertEquals(kept.memory.kb, 180_000);
+  assertEquals(kept.seconds, undefined);
+  // The process gone: what was last seen, and no time.
+  const gone = await givenBack(
+    () => Promise.resolve(undefined),
+    before,
+    peak,
+    1_000,
+    1,
+  );
+  assertEquals(gone.memory.kb, peak.kb);
+  assertEquals(gone.seconds, undefined);
+});
