@@ -1268,13 +1268,14 @@ export class ChatServer {
         this.clients -= 1;
         told = this.#broadcast([`\n(Now hung up: Client from ${name})`]);
       }
-      this.trace?.(
-        `readable: connection ${channel.id} -> ${why ?? "end of stream"}, ` +
-          "closed, " +
-          (name
-            ? `hang-up notice to ${plural(told, "client")}`
-            : "never named"),
-      );
+      if (this.trace) {
+        let notice = "never named";
+        if (name) notice = `hang-up notice to ${plural(told, "client")}`;
+        const end = why ?? "end of stream";
+        this.trace(
+          `readable: connection ${channel.id} -> ${end}, closed, ${notice}`,
+        );
+      }
       return;
     }
     if (channel.dropReason !== undefined) {

@@ -481,12 +481,13 @@ export class EpollServer {
    */
   #onWritable(fileno: number, written: number): EpollEvent {
     const response = this.responses.get(fileno)!;
-    this.trace?.(
-      `connection ${fileno}: EPOLLOUT, sent ${written} bytes, ` +
-        (written < response.length
-          ? `${response.length - written} left`
-          : "all sent"),
-    );
+    if (this.trace) {
+      let left = "all sent";
+      if (written < response.length) left = `${response.length - written} left`;
+      this.trace(
+        `connection ${fileno}: EPOLLOUT, sent ${written} bytes, ${left}`,
+      );
+    }
     if (written < response.length) {
       this.responses.set(fileno, response.subarray(written));
       return "EPOLLOUT";
