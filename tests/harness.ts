@@ -112,6 +112,37 @@ export function bookScript(
 }
 
 /**
+ * The text of one of the book's scripts in BOOK_DIR, or the reason to skip
+ * (as bookScript). python3 reads it, so the tests need no read permission on
+ * the reader's folder.
+ */
+export async function readBookScript(
+  file: string,
+): Promise<
+  { text: string; skip?: undefined } | { text?: undefined; skip: string }
+> {
+  const found = bookScript(file);
+  if (found.skip !== undefined) return { skip: found.skip };
+  const output = await new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import sys; sys.stdout.write(open(sys.argv[1]).read())",
+      found.path,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!output.success) {
+    throw new Error(
+      `python3 could not read ${found.path}: ${
+        new TextDecoder().decode(output.stderr)
+      }`,
+    );
+  }
+  return { text: new TextDecoder().decode(output.stdout) };
+}
+
+/**
  * python3: connect, send the optional bytes, and reset (SO_LINGER 0), `n`
  * times, as fast as it can.
  */
