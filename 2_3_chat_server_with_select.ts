@@ -118,7 +118,7 @@ type Trace = ((line: string) => void) | undefined;
 type Event =
   | { source: "server"; conn: Deno.TcpConn }
   | { source: "stdin"; line: string | null } // null: the end of stdin
-  | { source: "signal" }
+  | { source: "signal"; signal: Deno.Signal }
   // data null: the connection is gone; bytes: the size of data's frames
   | {
     source: "client";
@@ -174,18 +174,61 @@ function byteHex(byte: number): string {
 
 /**
  * Client data as a trace line shows it: at most 32 bytes, in double quotes,
- * each byte that is not printable ASCII (and `"` and `\\`) as \\xNN, then
- * "..." if there was more.
+ * then "..." if there was more. Printable UTF-8 is shown as its text (Korean
+ * too); every other byte as \\xNN: control bytes, bytes that are not valid
+ * UTF-8, and `"` and `\\`, so that the quotes always hold the whole preview.
+ * A character that the 32 bytes would cut in two is left for the "...".
  */
 export function preview(bytes: Uint8Array): string {
+  const end = Math.min(bytes.length, PREVIEW_BYTES);
   let text = "";
-  for (const byte of bytes.subarray(0, PREVIEW_BYTES)) {
-    const plain = byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c;
-    text += plain
-      ? String.fromCharCode(byte)
-      : `\\x${byte.toString(16).padStart(2, "0")}`;
+  let at = 0;
+  while (at < end) {
+    const char = printableChar(bytes, at);
+    if (char !== undefined && at + char.size > end) break; // cut in two
+    if (char !== undefined) {
+      text += char.text;
+      at += char.size;
+    } else {
+      text += byteEscape(bytes[at]);
+      at += 1;
+    }
   }
   return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
+}
+
+/** `\\x0a`: a byte as a preview escapes it. */
+function byteEscape(byte: number): string {
+  return `\\x${byte.toString(16).padStart(2, "0")}`;
+}
+
+/**
+ * The character whose UTF-8 starts at `bytes[at]`, with its size in bytes,
+ * if it is valid UTF-8 and printable; else undefined. The lead byte gives the
+ * size (0xc2-0xdf: 2, 0xe0-0xef: 3, 0xf0-0xf4: 4); the fatal decoder refuses
+ * what is not UTF-8 (a continuation byte missing, a surrogate, an overlong
+ * form). \\p{C} (controls, format characters, unassigned code points), line
+ * and paragraph separators, `"` and `\\` do not count as printable.
+ */
+function printableChar(
+  bytes: Uint8Array,
+  at: number,
+): { text: string; size: number } | undefined {
+  const lead = bytes[at];
+  let size = 0;
+  if (lead < 0x80) size = 1;
+  else if (lead >= 0xc2 && lead <= 0xdf) size = 2;
+  else if (lead >= 0xe0 && lead <= 0xef) size = 3;
+  else if (lead >= 0xf0 && lead <= 0xf4) size = 4;
+  if (size === 0 || at + size > bytes.length) return undefined;
+  let text: string;
+  try {
+    text = decoder.decode(bytes.subarray(at, at + size));
+  } catch {
+    return undefined; // not UTF-8
+  }
+  if (!/^[^\p{C}\p{Zl}\p{Zp}"\\]$/u.test(text)) return undefined;
+  return { text, size };
 }
 
 /** `preview` of a text's UTF-8, encoding no more of it than is shown. */
@@ -1133,18 +1176,26 @@ async function* stdinLines(): AsyncGenerator<Event> {
  * promise settles once; later calls do nothing, so this is one event however
  * many signals come.
  */
-function interrupts(): AsyncIterable<Event> {
-  const { promise, resolve } = Promise.withResolvers<void>();
-  Deno.addSignalListener("SIGINT", resolve);
-  Deno.addSignalListener("SIGTERM", resolve); // on Windows too, since Deno 2.7.6
+function interrupts(): Interrupts {
+  const { promise, resolve } = Promise.withResolvers<Deno.Signal>();
+  Deno.addSignalListener("SIGINT", () => resolve("SIGINT"));
+  // On Windows too, since Deno 2.7.6.
+  Deno.addSignalListener("SIGTERM", () => resolve("SIGTERM"));
   // An async generator that waits for the first signal, yields one event,
   // and ends: calling it makes the iterable that MuxAsyncIterator reads.
   async function* firstSignal(): AsyncGenerator<Event> {
-    await promise;
-    yield { source: "signal" };
+    const signal = await promise;
+    yield { source: "signal", signal };
   }
-  return firstSignal();
+  return Object.assign(firstSignal(), { signalled: promise });
 }
+
+/**
+ * The signals as `interrupts()` gives them: select's input, and the promise
+ * of the first signal's name, for a wait outside the loop (the client's
+ * handshake).
+ */
+type Interrupts = AsyncIterable<Event> & { signalled: Promise<Deno.Signal> };
 
 /**
  * book: class ChatServer(object): one loop over whatever is ready, as with
@@ -1172,6 +1223,9 @@ export class ChatServer {
     try {
       this.server = Deno.listen({ hostname: SERVER_HOST, port });
     } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) {
+        permissionError("listen on", port, [`--name=${CHAT_SERVER_NAME}`]);
+      }
       const why = `${SERVER_HOST}:${port}: ${(error as Error).message}`;
       console.error(`Error: cannot listen on ${why}`);
       Deno.exit(1);
@@ -1223,7 +1277,7 @@ export class ChatServer {
         break;
       } else if (event.source === "signal") {
         // book: def sighandler(self, signum, frame):
-        this.trace?.("signal: SIGINT or SIGTERM -> shutdown");
+        this.trace?.(`signal: ${event.signal} -> shutdown`);
         console.log("Shutting down server...");
         this.shutdown();
         break;
@@ -1373,34 +1427,57 @@ export class ChatClient {
   /**
    * book: class ChatClient(object): def __init__: connect, send the name,
    * learn our address. A static async method, since a constructor cannot
-   * `await`.
+   * `await`. Resolves with undefined when a signal came first (the client
+   * has then said " Client interrupted. "); exits 1 when it cannot connect.
    */
   static async connect(
     name: string,
     port: number,
     wire: Wire = "json",
     trace?: Trace,
-  ): Promise<ChatClient> {
+    interrupted: Promise<Deno.Signal> = new Promise(() => {}),
+  ): Promise<ChatClient | undefined> {
+    let channel: Channel | undefined;
     try {
       // book: self.sock = socket.socket(...); self.sock.connect((host, port))
-      const conn = await Deno.connect({ hostname: SERVER_HOST, port });
+      const connected = await beforeSignal(
+        Deno.connect({ hostname: SERVER_HOST, port }),
+        interrupted,
+      );
+      if ("signal" in connected) {
+        return interruptedEarly(connected.signal, trace);
+      }
+      const conn = connected.value;
       console.log(`Now connected to chat server@ port ${port}`);
-      const channel = new Channel(conn, 0, wire);
+      channel = new Channel(conn, 0, wire);
       channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
       // book: send(self.sock,'NAME: ' + self.name)
       channel.sendText(NAME_PREFIX + name);
       trace?.(`connected, NAME sent in ${wire} frames`);
       // book: data = receive(self.sock); addr = data.split('CLIENT: ')[1]
-      const data = await channel.receive();
-      if (data === null || !data.startsWith("CLIENT: ")) {
-        throw new Error("no CLIENT: reply");
+      const reply = await firstReply(channel, interrupted);
+      if ("signal" in reply) {
+        channel.close();
+        return interruptedEarly(reply.signal, trace);
       }
-      const address = data.slice("CLIENT: ".length);
+      if (!reply.value.startsWith("CLIENT: ")) {
+        throw new HandshakeError(
+          `the server's first reply is not CLIENT: ${previewText(reply.value)}`,
+        );
+      }
+      const address = reply.value.slice("CLIENT: ".length);
       trace?.(`readable: the socket -> CLIENT: ${previewText(address)}`);
       return new ChatClient(channel, `[${name}@${address}]> `, trace);
-    } catch {
+    } catch (error) {
       // book: except socket.error as e:
+      channel?.close();
+      if (error instanceof Deno.errors.NotCapable) {
+        permissionError("connect to", port, [`--name=${name}`], wire, trace);
+      }
       console.log(`Failed to connect to chat server @ port ${port}`);
+      if (error instanceof HandshakeError) {
+        console.error(`Error: ${error.message}`);
+      }
       Deno.exit(1);
     }
   }
@@ -1448,7 +1525,7 @@ export class ChatClient {
         }
       } else if (event.source === "signal") {
         // book: except KeyboardInterrupt:
-        this.trace?.("signal: SIGINT or SIGTERM -> interrupted");
+        this.trace?.(`signal: ${event.signal} -> interrupted`);
         console.log(" Client interrupted. ");
         break;
       } else if (event.source === "client" && event.data !== null) {
@@ -1487,6 +1564,109 @@ export class ChatClient {
     timeout.abort();
     this.channel.close();
   }
+}
+
+/** Why a handshake failed, for the line after the book's "Failed to connect". */
+class HandshakeError extends Error {}
+
+/**
+ * Not in the book: the client's handshake, bounded and interruptible. The
+ * book's `receive()` waited for the server's CLIENT: reply forever, and a
+ * Ctrl-C there ended the script with a traceback. Here the reply races the
+ * first signal and a timer of NAME_TIMEOUT_MS (the time the server gives a
+ * client to send its NAME): whichever comes first. When the reply never
+ * comes or the connection ends before it, the likely cause is a server that
+ * speaks the book's frames (its Python script reads our 4-byte header as the
+ * start of its 8-byte one), so the error says which option speaks them.
+ */
+async function firstReply(
+  channel: Channel,
+  interrupted: Promise<Deno.Signal>,
+): Promise<{ value: string } | { signal: Deno.Signal }> {
+  const seconds = NAME_TIMEOUT_MS / 1000;
+  const hint = channel.wire === "json"
+    ? "; a server that speaks the book's frames (the book's Python script) " +
+      "needs --wire=book"
+    : "";
+  // `.then(onValue, onError)` turns the read's end and its errors into
+  // values, so the read may lose the race and settle later (when the caller
+  // closes the channel) without an unhandled rejection.
+  const reply = channel.receive().then(
+    (text): { value: string } | { failure: string } =>
+      text === null
+        ? {
+          failure: `the server closed the connection before its reply${hint}`,
+        }
+        : { value: text },
+    (error: Error) => ({
+      failure: `the server's reply is not a chat frame: ${error.message}`,
+    }),
+  );
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<{ failure: string }>((resolve) => {
+    timer = setTimeout(
+      () => resolve({ failure: `no reply to NAME within ${seconds} s${hint}` }),
+      NAME_TIMEOUT_MS,
+    );
+  });
+  try {
+    const first = await Promise.race([
+      reply,
+      late,
+      interrupted.then((signal) => ({ signal })),
+    ]);
+    if ("failure" in first) throw new HandshakeError(first.failure);
+    return first;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `work`'s value, or the name of the first signal if it comes first. */
+async function beforeSignal<T>(
+  work: Promise<T>,
+  interrupted: Promise<Deno.Signal>,
+): Promise<{ value: T } | { signal: Deno.Signal }> {
+  return await Promise.race([
+    work.then((value) => ({ value })),
+    interrupted.then((signal) => ({ signal })),
+  ]);
+}
+
+/**
+ * A signal before the client's loop began: the book's line for Ctrl-C, as
+ * `run()` prints it, and no client.
+ */
+function interruptedEarly(signal: Deno.Signal, trace?: Trace): undefined {
+  trace?.(`signal: ${signal} -> interrupted`);
+  console.log(" Client interrupted. ");
+  return undefined;
+}
+
+/**
+ * Not in the book: `deno run` without --allow-net for localhost (answered
+ * "n" at Deno's prompt, or run with --no-prompt). Says which permission is
+ * missing and the command that has it, and exits 1.
+ */
+function permissionError(
+  what: "listen on" | "connect to",
+  port: number,
+  args: string[],
+  wire?: Wire,
+  trace?: Trace,
+): never {
+  const command = [
+    `deno run --allow-net=${SERVER_HOST} ${FILE}`,
+    ...args,
+    `--port=${port}`,
+  ];
+  if (wire !== undefined && wire !== "json") command.push("--wire=book");
+  if (trace) command.push("--trace");
+  console.error(
+    `Error: to ${what} ${SERVER_HOST}:${port} it needs network permission: ` +
+      command.join(" "),
+  );
+  Deno.exit(1);
 }
 
 /**
@@ -1534,6 +1714,12 @@ if (import.meta.main) {
       `argument --wire: invalid choice: '${args.wire}' (choose from 'json', 'book')`,
     );
   }
+  if (args.name === CHAT_SERVER_NAME && args.wire !== undefined) {
+    // The server learns each client's wire from its first frame.
+    argumentError(
+      "argument --wire: not allowed with --name=server (the server speaks both)",
+    );
+  }
   const trace: Trace = args.trace
     ? (line) => console.error(`trace: ${line}`)
     : undefined;
@@ -1543,8 +1729,14 @@ if (import.meta.main) {
   if (args.name === CHAT_SERVER_NAME) {
     await new ChatServer(port, trace).run(stdinLines(), signals);
   } else {
-    const client = await ChatClient.connect(args.name, port, wire, trace);
-    await client.run(stdinLines(), signals);
+    const client = await ChatClient.connect(
+      args.name,
+      port,
+      wire,
+      trace,
+      signals.signalled,
+    );
+    await client?.run(stdinLines(), signals);
   }
   // A terminal's Ctrl-C reaches `deno task` and this script at once, and
   // `deno task` then forwards it to the script: a second SIGINT comes a

@@ -398,6 +398,119 @@ Deno.test("2_3: a client with no server says so and exits 1", async () => {
   );
 });
 
+/** A listener on localhost (as the server's) that never answers: each test says what it does with the connection. */
+function silentListener(): Deno.TcpListener {
+  return Deno.listen({ hostname: "localhost", port: 0 });
+}
+
+/** Reads a client's NAME frame on a raw accepted connection. */
+async function readName(conn: Deno.TcpConn): Promise<string> {
+  const client = new TestClient(conn);
+  return await readFrame(client);
+}
+
+/** Ctrl-C or SIGTERM while the client waits for the server's first reply ends it with the book's line, exit 0 (it hung before, ignoring both). */
+Deno.test("2_3: a client waiting for the server's first reply stops on SIGINT and SIGTERM, exit 0", async () => {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    using listener = silentListener();
+    const port = listener.addr.port;
+    await using client = await startRecipe(FILE, {
+      args: ["--name=client1", `--port=${port}`, "--trace"],
+      ready: /Now connected to chat server@ port \d+\n/,
+      port: false,
+    });
+    using conn = await listener.accept();
+    assertEquals(await readName(conn), "NAME: client1");
+    client.kill(signal);
+    assertEquals((await client.exit()).code, 0, client.transcript);
+    assertEquals(
+      client.stdout,
+      `Now connected to chat server@ port ${port}\n Client interrupted. \n`,
+    );
+    assertMatch(
+      client.stderr,
+      new RegExp(`trace: signal: ${signal} -> interrupted\n$`),
+    );
+  }
+});
+
+/** A server that never answers NAME, or hangs up before answering, is given up on (within 10 s) with the book's line, the reason, and the hint that a server speaking the book's frames needs --wire=book; exit 1. */
+Deno.test("2_3: a client gives up on a server that never answers NAME, hinting at --wire=book", async () => {
+  using silent = silentListener();
+  using hangsUp = silentListener();
+  const attempt = async (listener: Deno.TcpListener, hangUp: boolean) => {
+    const port = listener.addr.port;
+    const client = run(DENO, [
+      "run",
+      ALLOW_NET,
+      FILE,
+      "--name=c",
+      `--port=${port}`,
+    ], { ms: 20_000 });
+    using conn = await listener.accept();
+    assertEquals(await readName(conn), "NAME: c");
+    if (hangUp) conn.closeWrite();
+    const result = await client;
+    assertEquals(result.code, 1, result.stderr);
+    assertEquals(
+      result.stdout,
+      `Now connected to chat server@ port ${port}\n` +
+        `Failed to connect to chat server @ port ${port}\n`,
+    );
+    return result.stderr;
+  };
+  const hint =
+    "; a server that speaks the book's frames (the book's Python script) needs --wire=book\n";
+  const [never, closed] = await Promise.all([
+    attempt(silent, false),
+    attempt(hangsUp, true),
+  ]);
+  assertEquals(never, `Error: no reply to NAME within 10 s${hint}`);
+  assertEquals(
+    closed,
+    `Error: the server closed the connection before its reply${hint}`,
+  );
+});
+
+/** Without network permission (Deno's prompt answered "n", or --no-prompt), the client and the server say which permission and the command that has it, exit 1; that command works. */
+Deno.test("2_3: a denied network permission is named, with the command that has it", async () => {
+  await using server = await startServer();
+  const port = server.port;
+  const denied = await run(DENO, [
+    "run",
+    "--no-prompt",
+    FILE,
+    "--name=client2",
+    `--port=${port}`,
+    "--wire=book",
+  ]);
+  assertEquals(denied.code, 1, denied.stderr);
+  assertEquals(denied.stdout, "");
+  const command =
+    `deno run --allow-net=localhost ${FILE} --name=client2 --port=${port} --wire=book`;
+  assertEquals(
+    denied.stderr,
+    `Error: to connect to localhost:${port} it needs network permission: ${command}\n`,
+  );
+  // The command it names joins the room (and leaves at the end of its stdin).
+  const works = await run(DENO, command.split(" ").slice(1));
+  assertEquals(works.code, 0, works.stderr);
+  assertMatch(works.stdout, /\[client2@127\.0\.0\.1\]>  Client leaving/);
+  const server2 = await run(DENO, [
+    "run",
+    "--no-prompt",
+    FILE,
+    "--name=server",
+    "--port=0",
+  ]);
+  assertEquals(server2.code, 1);
+  assertEquals(
+    server2.stderr,
+    `Error: to listen on localhost:0 it needs network permission: ` +
+      `deno run --allow-net=localhost ${FILE} --name=server --port=0\n`,
+  );
+});
+
 /** A pattern for these texts, in this order, with anything between them. */
 function inOrder(...texts: string[]): RegExp {
   const escaped = texts.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
@@ -424,6 +537,10 @@ Deno.test("2_3: --help lists the options; missing or bad arguments exit 2 with a
       [
         ["--name=server", "--port=70000"],
         /argument --port: invalid .*'70000'$/,
+      ],
+      [
+        ["--name=server", "--port=1", "--wire=book"],
+        /argument --wire: not allowed with --name=server \(the server speaks both\)$/,
       ],
       [
         ["--name=server", "--port=1", "--bogus"],
@@ -477,7 +594,7 @@ Deno.test("2_3: --trace shows each event of the server's and the client's loops"
     /^trace: readable: connection 2 -> 1 frame \(21 bytes\), first "NAME: client2" -> named client2@127\.0\.0\.1 \(json frames\), CLIENT: sent, join notice to 1 client$/,
     new RegExp(
       `^trace: readable: connection 1 -> 1 frame \\(${size} bytes\\)` +
-        /, first "\\xec\\x95\\x88\\xeb\\x85\\x95 \\x22quoted\\x22 x{16}\.\.\." -> 1 message from client1@127\.0\.0\.1 relayed to 1 client$/
+        /, first "안녕 \\x22quoted\\x22 x{16}\.\.\." -> 1 message from client1@127\.0\.0\.1 relayed to 1 client$/
           .source,
     ),
     /^trace: readable: connection 2 -> end of stream, closed, hang-up notice to 1 client$/,
@@ -491,7 +608,7 @@ Deno.test("2_3: --trace shows each event of the server's and the client's loops"
       /^trace: connected, NAME sent in json frames$/,
       /^trace: readable: the socket -> CLIENT: "127\.0\.0\.1"$/,
       /^trace: readable: the socket -> 1 frame \(\d+ bytes\), first "\\x0a\(Connected: New client \(2\) from\.\.\." -> printed$/,
-      /^trace: readable: sys\.stdin -> a line "\\xec\\x95\\x88.*\.\.\." -> sent as a \d+-byte frame$/,
+      /^trace: readable: sys\.stdin -> a line "안녕 \\x22quoted.*\.\.\." -> sent as a \d+-byte frame$/,
       /^trace: readable: the socket -> 1 frame \(\d+ bytes\), first "\\x0a\(Now hung up: Client from clien\.\.\." -> printed$/,
       /^trace: readable: the socket -> end of stream, shutting down$/,
     ]

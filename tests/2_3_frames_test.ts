@@ -193,12 +193,30 @@ Deno.test("2_3: a Channel refuses a frame cut short by the end", async () => {
   assert(error instanceof Error && /hung up mid-frame/.test(error.message));
 });
 
-/** A trace shows client data as at most 32 bytes, escaped, in quotes. */
-Deno.test("2_3: preview shows 32 bytes at most, escaping what is not plain ASCII", () => {
+/** A trace shows client data as at most 32 bytes, in quotes: printable UTF-8 (Korean too) as text; control bytes, invalid UTF-8, quotes and backslashes escaped. */
+Deno.test("2_3: preview shows 32 bytes at most: printable UTF-8 as text, the rest escaped", () => {
   const bytes = (text: string) => new TextEncoder().encode(text);
+  const hex = (...list: number[]) => Uint8Array.from(list);
   assertEquals(preview(bytes("hi")), '"hi"');
   assertEquals(preview(bytes('a"b\\c\n')), '"a\\x22b\\x5cc\\x0a"');
-  assertEquals(preview(bytes("한")), '"\\xed\\x95\\x9c"');
+  assertEquals(preview(bytes("NAME: 김철수")), '"NAME: 김철수"');
+  assertEquals(preview(bytes("é 👋")), '"é 👋"');
+  // Controls (C0, DEL, C1), a format character, a line separator: escaped.
+  assertEquals(preview(bytes("\t\x7f\u0085")), '"\\x09\\x7f\\xc2\\x85"');
+  assertEquals(
+    preview(bytes("a\u200bb\u2028")),
+    '"a\\xe2\\x80\\x8bb\\xe2\\x80\\xa8"',
+  );
+  // Not UTF-8: a lone continuation byte, a cut sequence, an overlong "/", a
+  // surrogate, 0xff.
+  assertEquals(preview(hex(0x80, 0x41)), '"\\x80A"');
+  assertEquals(preview(hex(0xed, 0x95)), '"\\xed\\x95"');
+  assertEquals(preview(hex(0xc0, 0xaf)), '"\\xc0\\xaf"');
+  assertEquals(preview(hex(0xed, 0xa0, 0x80)), '"\\xed\\xa0\\x80"');
+  assertEquals(preview(hex(0xff, 0x68, 0x69)), '"\\xffhi"');
   assertEquals(preview(bytes("x".repeat(32))), `"${"x".repeat(32)}"`);
   assertEquals(preview(bytes("x".repeat(33))), `"${"x".repeat(32)}..."`);
+  // 31 bytes, then a character of 3 that would be cut: left for the "...".
+  assertEquals(preview(bytes("x".repeat(31) + "한")), `"${"x".repeat(31)}..."`);
+  assertEquals(preview(bytes("x".repeat(29) + "한")), `"${"x".repeat(29)}한"`);
 });
