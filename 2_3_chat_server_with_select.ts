@@ -117,7 +117,8 @@ type Trace = ((line: string) => void) | undefined;
 /** What a loop waits on: the book's `inputs`, as events. */
 type Event =
   | { source: "server"; conn: Deno.TcpConn }
-  | { source: "stdin"; line: string | null } // null: the end of stdin
+  // line null: the end of stdin; cut: a last line that had no newline
+  | { source: "stdin"; line: string | null; cut?: boolean }
   | { source: "signal"; signal: Deno.Signal }
   // data null: the connection is gone; bytes: the size of data's frames
   | {
@@ -1127,7 +1128,8 @@ async function* accepts(listener: Deno.TcpListener): AsyncGenerator<Event> {
  * book's loop spun at the end of stdin, as `select` kept saying it was
  * readable.
  */
-async function* stdinLines(): AsyncGenerator<Event> {
+async function* stdinLines(who: "server" | "client"): AsyncGenerator<Event> {
+  refuseBackgroundTerminal(who);
   const chunk = new Uint8Array(STDIN_READ_BYTES);
   const text = new TextDecoder(); // stream: true keeps a character cut in two
   let pending = "";
@@ -1152,8 +1154,36 @@ async function* stdinLines(): AsyncGenerator<Event> {
     }
   }
   if (!cut) pending += text.decode(); // the end of a character cut in two
-  if (pending !== "") yield { source: "stdin", line: pending };
+  if (pending !== "") yield { source: "stdin", line: pending, cut: true };
   yield { source: "stdin", line: null };
+}
+
+/**
+ * Not in the book: a background job's terminal. A process that reads the
+ * terminal while it is not the terminal's foreground job (started with `&`)
+ * is sent SIGTTIN, which stops it: the server would stop serving without a
+ * word (under `deno task` the shell does not even show it stopped), where the
+ * book's server, which only waits with `select` until a line is there, goes
+ * on serving. A Deno script cannot wait for stdin without reading it, nor
+ * ask whether it is in the foreground without more permissions, and with a
+ * SIGTTIN listener the pending read is retried for ever (a core at 100%). So
+ * at the first SIGTTIN it says why and how to run it, and exits 1 (closing
+ * every connection). Stdin that is not a terminal (a pipe, /dev/null) never
+ * gets SIGTTIN; Windows has no SIGTTIN.
+ */
+function refuseBackgroundTerminal(who: "server" | "client"): void {
+  if (Deno.build.os === "windows" || !Deno.stdin.isTerminal()) return;
+  const why = who === "server"
+    ? "the server reads its stdin for the line that stops it: run it in " +
+      "the foreground, or in the background with stdin from /dev/null " +
+      "(... </dev/null &) and stop it with kill %1"
+    : "the client reads the lines to send from it: run it in the foreground";
+  Deno.addSignalListener("SIGTTIN", () => {
+    console.error(
+      `Error: a background job may not read the terminal, and ${why}`,
+    );
+    Deno.exit(1);
+  });
 }
 
 /**
@@ -1523,6 +1553,10 @@ export class ChatClient {
         } else if (line) {
           this.channel.send(bytes);
         }
+        // A last line without its newline (text typed, then Ctrl-D) leaves
+        // the terminal's cursor after the text: what comes next starts on a
+        // line of its own.
+        if (event.cut && Deno.stdin.isTerminal()) console.log();
       } else if (event.source === "signal") {
         // book: except KeyboardInterrupt:
         this.trace?.(`signal: ${event.signal} -> interrupted`);
@@ -1727,7 +1761,7 @@ if (import.meta.main) {
   const signals = interrupts();
   // book: if name == CHAT_SERVER_NAME: server = ChatServer(port); server.run()
   if (args.name === CHAT_SERVER_NAME) {
-    await new ChatServer(port, trace).run(stdinLines(), signals);
+    await new ChatServer(port, trace).run(stdinLines("server"), signals);
   } else {
     const client = await ChatClient.connect(
       args.name,
@@ -1736,7 +1770,7 @@ if (import.meta.main) {
       trace,
       signals.signalled,
     );
-    await client?.run(stdinLines(), signals);
+    await client?.run(stdinLines("client"), signals);
   }
   // A terminal's Ctrl-C reaches `deno task` and this script at once, and
   // `deno task` then forwards it to the script: a second SIGINT comes a

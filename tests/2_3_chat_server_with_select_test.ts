@@ -7,7 +7,7 @@ import {
   assertPortInUse,
   DENO,
   have,
-  type Recipe,
+  Recipe,
   run,
   servedAfterResets,
   startRecipe,
@@ -495,7 +495,7 @@ Deno.test("2_3: a denied network permission is named, with the command that has 
   // The command it names joins the room (and leaves at the end of its stdin).
   const works = await run(DENO, command.split(" ").slice(1));
   assertEquals(works.code, 0, works.stderr);
-  assertMatch(works.stdout, /\[client2@127\.0\.0\.1\]>  Client leaving/);
+  assertMatch(works.stdout, /\[client2@127\.0\.0\.1\]> {2}Client leaving/);
   const server2 = await run(DENO, [
     "run",
     "--no-prompt",
@@ -509,6 +509,96 @@ Deno.test("2_3: a denied network permission is named, with the command that has 
     `Error: to listen on localhost:0 it needs network permission: ` +
       `deno run --allow-net=localhost ${FILE} --name=server --port=0\n`,
   );
+});
+
+/**
+ * An interactive bash in a pseudo-terminal, with job control, as a reader's
+ * terminal: what is written to this process is typed into it, and what the
+ * terminal shows is its stdout. python3's pty module does the terminal.
+ */
+const PTY_SHELL = `
+import os, pty, select, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+typed = sys.stdin.fileno()
+while True:
+    ready = select.select([fd] + ([typed] if typed >= 0 else []), [], [])[0]
+    if fd in ready:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        os.write(1, data)
+    if typed in ready:
+        data = os.read(typed, 65536)
+        if data:
+            os.write(fd, data)
+        else:
+            os.write(fd, b"kill %1 2>/dev/null; wait; exit\\n")
+            typed = -1
+os.waitpid(pid, 0)
+`;
+
+function terminal(): Recipe {
+  return new Recipe("bash in a pty", ["-c", PTY_SHELL], "python3");
+}
+
+/** 'deno task 2_3 --name=server ... &' from an interactive shell: at its terminal's SIGTTIN (it may not read the terminal) the server says why and how to run it and exits 1, where it was stopped without a word before; with stdin from /dev/null it serves in the background, and kill ends it with the shutdown line. */
+Deno.test({
+  name:
+    "2_3: a server started with & in a terminal says why it cannot read it; with </dev/null it serves",
+  ignore: !have("python3"),
+  async fn() {
+    await using shell = terminal();
+    await shell.write("deno task --quiet 2_3 --name=server --port=0 &\n");
+    await shell.waitFor(/Server listening to port: \d+ \.\.\./);
+    await shell.waitFor(
+      "Error: a background job may not read the terminal, and the server " +
+        "reads its stdin for the line that stops it",
+      15_000,
+    );
+    await shell.write('wait %1; echo "job ended: $?"\n');
+    await shell.waitFor("job ended: 1");
+    await shell.write(
+      "deno task --quiet 2_3 --name=server --port=0 </dev/null &\n",
+    );
+    const port = Number(
+      (await shell.waitFor(/Server listening to port: (\d+) \.\.\./))[1],
+    );
+    await using client = await joinRaw(port, "client1");
+    await shell.waitFor(/Chat server: got connection 1 from/);
+    await shell.write('kill %1; wait %1; echo "job ended: $?"\n');
+    await shell.waitFor(/Shutting down server\.\.\.[^]*job ended: 0/);
+    assert(await client.closedByPeer(), "the client is closed");
+    await shell.closeStdin();
+    await shell.exit();
+  },
+});
+
+/** Text typed, then Ctrl-D twice at a client's terminal: the line is sent, and the leaving line starts on a line of its own, not glued to the text. */
+Deno.test({
+  name:
+    "2_3: after Ctrl-D with a partly typed line, the client's leaving line has its own line",
+  ignore: !have("python3"),
+  async fn() {
+    await using server = await startServer();
+    await using c1 = await startClient(server, "client1");
+    await using shell = terminal();
+    await shell.write(
+      `deno run --quiet ${ALLOW_NET} ${FILE} --name=client2 --port=${server.port}\n`,
+    );
+    await shell.waitFor("[client2@127.0.0.1]> ");
+    await shell.write("partial 부분\x04\x04");
+    await c1.waitFor("\n#[client2@127.0.0.1]>>partial 부분\n");
+    await shell.waitFor(
+      /partial 부분\r?\n\[client2@127\.0\.0\.1\]> {2}Client leaving: end of input\./,
+    );
+    await shell.closeStdin();
+    await shell.exit();
+  },
 });
 
 /** A pattern for these texts, in this order, with anything between them. */
