@@ -77,6 +77,7 @@ const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resour
 const SIGNAL_GRACE_MS = 100; // after shutdown, for the SIGINT `deno task` forwards
 const LEAVE_FLUSH_MS = 5_000; // how long a leaving client waits to send the rest
 const PREVIEW_BYTES = 32; // of client data in a trace line
+const HUNG_UP_MID_FRAME = "hung up mid-frame";
 const FILE = "2_3_chat_server_with_select.ts";
 const USAGE =
   `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}] [--trace]`;
@@ -829,7 +830,7 @@ export class Channel {
       if (n === null) {
         const buffered = this.#end - this.#start;
         if (buffered === 0) return null; // the end, between frames
-        throw new Error("hung up mid-frame");
+        throw new Error(HUNG_UP_MID_FRAME);
       }
       this.#end += n;
     }
@@ -1633,7 +1634,14 @@ async function firstReply(
         }
         : { value: text },
     (error: Error) => ({
-      failure: `the server's reply is not a chat frame: ${error.message}`,
+      // A reset (the book's server crashes on our frame and resets) or a
+      // hang-up inside a frame ends the connection; anything else is a
+      // reply that is not a frame of this wire.
+      failure: error instanceof Deno.errors.ConnectionReset ||
+          error.message === HUNG_UP_MID_FRAME
+        ? `the connection ended before the server's reply ` +
+          `(${error.message})${hint}`
+        : `the server's reply is not a chat frame: ${error.message}`,
     }),
   );
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -266,3 +266,34 @@ function encodeBookBody(text: string): Uint8Array {
     new Uint8Array([0x94, 0x85, 0x94, 0x2e]),
   ]);
 }
+
+/** A Deno client with the default wire against the book's server: the book's server crashes on the JSON frame (its bug) and resets the connection; the client says it could not connect, why, and that --wire=book speaks the book's frames. */
+Deno.test({
+  name: named(
+    "2_3: a JSON client against the book's server is told to use --wire=book",
+  ),
+  ignore: book.skip !== undefined,
+  async fn() {
+    const port = freePort();
+    await using server = await startBook(
+      ["--name=server", `--port=${port}`],
+      /Server listening to port: \d+ \.\.\.\n/,
+    );
+    await using client = await startRecipe(FILE, {
+      args: ["--name=client1", `--port=${port}`],
+      ready: /Now connected to chat server@ port \d+\n/,
+      port: false,
+    });
+    assertEquals((await client.exit()).code, 1);
+    assertEquals(
+      client.stdout,
+      `Now connected to chat server@ port ${port}\n` +
+        `Failed to connect to chat server @ port ${port}\n`,
+    );
+    assertMatch(
+      client.stderr,
+      /^Error: the connection ended before the server's reply \(.*\); a server that speaks the book's frames \(the book's Python script\) needs --wire=book\n$/,
+    );
+    await server.exit();
+  },
+});
