@@ -1,61 +1,32 @@
 /**
  * Recipe 2_3: "Writing a chat server using select.select" (Python Network
  * Programming Cookbook, chapter 2) in Deno: server and client in one script,
- * as in the book. Run the server, then a client per terminal:
+ * as in the book. Run the server, then a client per terminal, and type:
  *
  *     deno task 2_3 --name=server --port=8800
  *     deno task 2_3 --name=client1 --port=8800
  *     deno task 2_3 --name=client2 --port=8800
- *     # the task is: deno run --allow-net=localhost,127.0.0.1 2_3_chat_server_with_select.ts
  *
- * Type lines into a client; a line typed into the server stops it, as does
- * Ctrl-C. `nc localhost 8800` cannot chat: its text reads as a frame length.
- * With the book's script beside it (BOOK_DIR), both sides mix in one room:
+ * A line typed into the server stops it, as does Ctrl-C. The book's own
+ * Python clients join this server, and `--wire=book` lets a Deno client join
+ * the book's server (the README shows both).
  *
- *     python3 $BOOK_DIR/2_3_chat_server_with_select.py --name=client3 --port=8800
- *     python3 $BOOK_DIR/2_3_chat_server_with_select.py --name=server --port=8801
- *     deno task 2_3 --name=client4 --port=8801 --wire=book
- *
- * From Python to Deno: select's inputs (connections, stdin, clients, Ctrl-C)
- * become async iterables of events merged by `MuxAsyncIterator`, so `run()`
- * keeps the book's loop and branches. A client's event is what one read
- * completed: the frames it made whole, in order, where the book's
- * `receive()` returned one frame per round of `select` (so a burst goes out
- * in one write per receiver). The write set becomes a queue and one
- * writer per client. Connection ids count from 1: Deno has no `fileno()`.
- *
- * Two wires, one room: the server learns each connection's frame from the
- * byte after its first 4 (see `Wire`): the book's (`struct.pack("L")`'s 8
- * bytes on 64-bit Linux and macOS, 4 on Windows, then `pickle.dumps(args)`) or
- * this project's (a 4-byte big-endian length, then UTF-8 JSON). The book's
- * pickle is read by a strict decoder of one byte grammar, a pickled 1-tuple
- * of one str, never by an unpickler; anything else drops its sender. The
- * server encodes every frame itself, in each receiver's own wire, so a book
- * client in this room can never be handed a malicious pickle by another
- * client: the book's worst hole, closed for the book's own clients.
- *
- * Memory per client: a silent client's pending `conn.read(buffer)` holds
- * its buffer for as long as the client is silent, so that buffer is 1 KiB; a
- * longer frame gets a buffer of its own size, given back once it is read. At
- * 2,000 named idle clients that is about 11 KB each (`deno task bench
- * --only=2_3`), once V8 has given back the heap that the 2 million join
- * notices grew, some seconds after the last; right after them, about 41 KB.
+ * Python -> Deno: select's inputs (the listening socket, stdin, the clients,
+ * Ctrl-C) become async iterables of events merged into one (`select()`
+ * below), so each `run()` keeps the book's loop and branches; a client's
+ * event holds the frames one read made whole. The write set becomes a queue
+ * and one writer per client. Connections count from 1: Deno has no fileno().
  *
  * Fixed from the book:
- * - One silent connection froze everyone (its name was read with a blocking
- *   `receive()`): NAME is now its first event, due within 10 seconds.
- * - `receive()` lost data when TCP split a frame; `send()` wrote one in two
- *   parts (Nagle delays). Frames are read whole, written in one buffer.
- * - `pickle.loads` ran whatever code a peer sent. A frame over 64 KiB or cut
- *   short, a body that is not a JSON array of text or a pickled text, a first
- *   frame other than NAME, or 1 MiB queued for a client that stopped reading:
- *   that client is dropped with a log line.
- * - End of stdin no longer spins the loop: the server stops watching it; a
- *   client sends what was typed, says it is leaving and exits 0. Stdin is
- *   read with plain `Deno.stdin.read()` calls, so no line is lost.
- * - A dropped client is counted out; the client refuses a line too long to
- *   send. Ctrl-C shuts down once, with its listeners installed before the
- *   ready line; a connection that reset before accept() only gets a log line.
+ * - `pickle.loads` ran what a peer sent: a strict decoder reads book frames.
+ * - One silent connection froze all: NAME is its first event, due in 10 s.
+ * - `receive()` lost data when TCP split a frame: frames are read whole.
+ * - `send()` wrote a frame in two parts (Nagle): one write, no delay.
+ * - A bad frame, one over 64 KiB, 1 MiB queued: that client alone is dropped.
+ * - The end of stdin spun the loop: the server stops watching it; a client
+ *   sends what was typed and leaves.
+ * - The client's handshake waited for ever: Ctrl-C ends it; 10 s bound it.
+ * - Ctrl-C shuts down once; a connection reset before accept() is logged.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
@@ -63,42 +34,656 @@ import { concat } from "@std/bytes/concat";
 import { MuxAsyncIterator } from "@std/async/mux-async-iterator";
 import { delay } from "@std/async/delay";
 
+// book: import select
+// book: import socket
+// book: import sys
+// book: import signal
+// book: import pickle
+// book: import struct
+// book: import argparse
+// Deno's own APIs do what these modules did (Deno.listen, Deno.stdin,
+// Deno.addSignalListener); pickle and struct are the frame code below, and
+// argparse the command line's section at the end.
+// book: SERVER_HOST = 'localhost'
 const SERVER_HOST = "localhost";
+// book: CHAT_SERVER_NAME = 'server'
 const CHAT_SERVER_NAME = "server";
-const MAX_FRAME_BYTES = 64 * 1024;
-const MAX_QUEUE_BYTES = 1024 * 1024;
-const NAME_TIMEOUT_MS = 10_000;
-const MAX_NAME_CHARS = 64; // a name is repeated in every message it sends
-const NAME_PREFIX = "NAME: "; // a client's first frame: NAME_PREFIX + its name
-const IDLE_READ_BYTES = 1024; // a silent connection's read buffer
-const STDIN_READ_BYTES = 16 * 1024;
-const MAX_LINE_CHARS = MAX_FRAME_BYTES + 1; // more than any line a client sends
-const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
-const SIGNAL_GRACE_MS = 100; // after shutdown, for the SIGINT `deno task` forwards
-const LEAVE_FLUSH_MS = 5_000; // how long a leaving client waits to send the rest
-const PREVIEW_BYTES = 32; // of client data in a trace line
-const HUNG_UP_MID_FRAME = "hung up mid-frame";
-const FILE = "2_3_chat_server_with_select.ts";
-const USAGE =
-  `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}] [--trace]`;
-const HELP = `${USAGE}
 
-Socket Server Example with Select
+/**
+ * The book's `send()`: the bytes of one frame of `wire`, header and body in
+ * one buffer, which `Channel.send()` writes in one write (the book's two
+ * `channel.send()` calls let Nagle's algorithm hold the second one back).
+ */
+// book: def send(channel, *args):
+export function encodeFrame(text: string, wire: Wire): Uint8Array {
+  // book: buffer = pickle.dumps(args)
+  // The book's wire pickles; this project's wire writes JSON.
+  const body = wire === "json"
+    ? encoder.encode(JSON.stringify([text]))
+    : encodeBookPickle(text);
+  const header = HEADER_BYTES[wire];
+  const bytes = new Uint8Array(header + body.length);
+  // book: value = socket.htonl(len(buffer))
+  // book: size = struct.pack("L",value)
+  // A DataView writes big-endian by default: htonl's byte order. book8's
+  // other 4 header bytes stay 0.
+  new DataView(bytes.buffer).setUint32(0, body.length);
+  // book: channel.send(size)
+  // book: channel.send(buffer)
+  // Header and body go into one buffer; Channel.send() writes it.
+  bytes.set(body, header);
+  return bytes;
+}
 
-options:
-  -h, --help          show this help message and exit
-  --name NAME         "server" runs the chat server; any other name joins it
-                      as a client of that name
-  --port PORT         port the server listens on (0 picks a free one), or the
-                      port a client connects to
-  --wire {json,book}  a client's frames: json (default), or book to join the
-                      book's own Python server (the server speaks both)
-  --trace             print each event the loop handles on stderr`;
+/** What `takeFrame` found: a frame and its size, or how many bytes it needs. */
+export type Taken =
+  | { text: string; size: number }
+  | { text: undefined; need: number };
+
+/**
+ * The book's `receive()`, as a pure function: the first whole frame at the
+ * start of `bytes`, or how many bytes a whole frame needs; `Channel.receive()`
+ * reads until it has them. Throws for a bad frame: a length over `maxFrame`,
+ * a book header whose last 4 bytes are not zero, or a body that is not an
+ * array of one text (JSON) or a pickled 1-tuple of one str (the book's, read
+ * by the strict decoder below, never by an unpickler).
+ */
+// book: def receive(channel):
+export function takeFrame(
+  bytes: Uint8Array,
+  wire: Wire,
+  maxFrame: number,
+): Taken {
+  // book: size = struct.calcsize("L")
+  const header = HEADER_BYTES[wire];
+  // book: size = channel.recv(size)
+  // The book's recv() here could return fewer bytes than a header: wait for
+  // them all.
+  if (bytes.length < header) return { text: undefined, need: header };
+  // book: try:
+  // book: size = socket.ntohl(struct.unpack("L", size)[0])
+  // book: except struct.error as e:
+  // book: return ''
+  // frameLength() reads the big-endian length and throws when it is too
+  // long; a header cut short cannot happen here (it was waited for above).
+  const length = frameLength(bytes, maxFrame)!;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (wire === "book8" && view.getUint32(4) !== 0) {
+    throw new Error("a book header whose last 4 bytes are not zero");
+  }
+  // book: buf = ""
+  // book: while len(buf) < size:
+  // book: buf = channel.recv(size - len(buf))
+  // The book's loop kept only the last recv() (it lost data when TCP split a
+  // frame): here the whole frame must be in `bytes`, or more is needed.
+  const size = header + length;
+  if (bytes.length < size) return { text: undefined, need: size };
+  const body = bytes.subarray(header, size);
+  // book: return pickle.loads(buf)[0]
+  return { text: wire === "json" ? parseJson(body) : parsePickle(body), size };
+}
+
+/**
+ * The book's ChatServer: one loop over whatever is ready, as with select.
+ * `trace`, when given (`--trace`), gets one line per event the loop handles:
+ * what `select` would have returned, and what the loop did with it. When it
+ * is not, each `this.trace?.(...)` below stops at the `?.`, before its line
+ * is built: tracing off costs nothing.
+ */
+// book: class ChatServer(object):
+export class ChatServer {
+  // book: def __init__(self, port, backlog=5):
+  // book: self.clients = 0
+  clients = 0;
+  // book: self.clientmap = {}
+  // book: self.outputs = [] # list output sockets
+  // Each connection's name@ip (the book's get_client_name()), or "" until
+  // it sends its NAME; the named ones are the book's outputs.
+  clientmap = new Map<Channel, string>();
+  readonly server: Deno.TcpListener;
+  #shuttingDown = false;
+
+  constructor(port: number, readonly trace?: Trace) {
+    // book: self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    // book: self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    // book: self.server.bind((SERVER_HOST, port))
+    // `Deno.listen()` is socket(), bind() and listen() in one, with
+    // SO_REUSEADDR set (on Unix) as the book sets it; listenOrExit() says
+    // why when it cannot.
+    this.server = listenOrExit(port);
+    // book: print ('Server listening to port: %s ...' %port)
+    console.log(`Server listening to port: ${this.server.addr.port} ...`);
+    // book: self.server.listen(backlog)
+    // Deno.listen() above listens already, with the system's backlog.
+    // book: signal.signal(signal.SIGINT, self.sighandler)
+    // The signals are one of run()'s inputs (`interrupts()`, installed by
+    // main before this line), and run() calls sighandler() for one.
+  }
+
+  // book: def sighandler(self, signum, frame):
+  sighandler(signal: Deno.Signal): void {
+    this.trace?.(`signal: ${signal} -> shutdown`);
+    // book: print ('Shutting down server...')
+    console.log("Shutting down server...");
+    this.shutdown();
+  }
+
+  /**
+   * The book's closing, in sighandler and after the loop: closes every
+   * connection and the listening socket, once. A second call (a second
+   * Ctrl-C) does nothing and prints nothing.
+   */
+  shutdown(): void {
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
+    // book: for output in self.outputs:
+    // book: output.close()
+    for (const channel of this.clientmap.keys()) {
+      channel.close("closed by server shutdown");
+    }
+    // book: self.server.close()
+    this.server.close();
+  }
+
+  // book: def get_client_name(self, client):
+  getClientName(client: Channel): string | undefined {
+    // book: info = self.clientmap[client]
+    // book: host, name = info[0][0], info[1]
+    // book: return '@'.join((name, host))
+    // The map keeps name@host, joined once when the name comes (#name()).
+    return this.clientmap.get(client) || undefined;
+  }
+
+  /**
+   * The book's loop, over the listening socket, every client and `inputs`
+   * (main passes stdin's lines and the signals). Returns once it stops.
+   */
+  // book: def run(self):
+  async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    // book: inputs = [self.server, sys.stdin]
+    const ready = select(accepts(this.server), ...inputs);
+    // book: self.outputs = []
+    // The outputs are the named entries of clientmap.
+    let lastId = 0;
+    // book: running = True
+    // book: while running:
+    // book: try:
+    // book: readable, writeable, exceptional = select.select(inputs, self.outputs, [])
+    // book: except select.error as e:
+    // book: break
+    // One event at a time, each from one input that was ready; `break` ends
+    // the loop (where the book set running = False). Waiting on the inputs
+    // cannot fail: each turns its errors into events.
+    // book: for sock in readable:
+    for await (const event of ready) {
+      // book: if sock == self.server:
+      if (event.source === "server") {
+        // book: client, address = self.server.accept()
+        // accepts() took it from the listening socket: event.conn.
+        lastId += 1; // the book's client.fileno(), which Deno does not have
+        const client = new Channel(event.conn, lastId);
+        const address = pythonAddress(event.conn.remoteAddr);
+        // book: print ("Chat server: got connection %d from %s" % (client.fileno(), address))
+        console.log(`Chat server: got connection ${client.id} from ${address}`);
+        // book: cname = receive(client).split('NAME: ')[1]
+        // book: self.clients += 1
+        // book: send(client, 'CLIENT: ' + str(address[0]))
+        // The name is the connection's first frame, whenever it comes:
+        // #name() does these three lines and the five after the next one
+        // then. The book's blocking receive() here froze every client until
+        // the name came.
+        this.clientmap.set(client, "");
+        // book: inputs.append(client)
+        ready.add(client.events());
+        // book: self.clientmap[client] = (address, cname)
+        // book: msg = "\n(Connected: New client (%d) from %s)" % (self.clients, self.get_client_name(client))
+        // book: for output in self.outputs:
+        // book: send(output, msg)
+        // book: self.outputs.append(client)
+        // (in #name(), as said above)
+        this.#nameDue(client, address);
+        // book: elif sock == sys.stdin:
+      } else if (event.source === "stdin") {
+        // book: junk = sys.stdin.readline()
+        // stdinLines() read it: event.line, or null at the end of stdin,
+        // where the book's loop spun; this one stops watching stdin.
+        if (event.line === null) {
+          this.trace?.("readable: sys.stdin -> its end, no longer watched");
+          continue;
+        }
+        // book: running = False
+        this.trace?.("readable: sys.stdin -> a line, the server stops");
+        break;
+      } else if (event.source === "signal") {
+        // The book's signal handler ran outside its loop.
+        this.sighandler(event.signal);
+        break;
+      } else {
+        // book: else:
+        // book: try:
+        // book: data = receive(sock)
+        // Channel.events() read it: the frames one read made whole, or null
+        // once the connection is gone.
+        const sock = event.channel;
+        const data = event.data;
+        // book: if data:
+        if (data !== null) {
+          // #name() takes a new client's NAME first: the rest is relayed.
+          const messages = this.#name(sock, data, event.bytes);
+          if (messages.length === 0) continue;
+          const name = this.getClientName(sock);
+          // book: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
+          const msg = messages.map((text) => `\n#[${name}]>>${text}`);
+          // book: for output in self.outputs:
+          // book: if output != sock:
+          // book: send(output, msg)
+          const told = this.#broadcast(msg, sock);
+          this.trace?.(
+            this.#read(sock, data, event.bytes) +
+              ` -> ${plural(messages.length, "message")} from ${name} ` +
+              `relayed to ${plural(told, "client")}`,
+          );
+          // book: else:
+        } else {
+          const name = this.getClientName(sock);
+          const why = sock.dropReason; // before close() sets it
+          const how = why === undefined ? "hung up" : `dropped: ${why}`;
+          // book: print ("Chat server: %d hung up" % sock.fileno())
+          console.log(`Chat server: ${sock.id} ${how}`);
+          // book: self.clients -= 1
+          if (name) this.clients -= 1;
+          // book: sock.close()
+          sock.close();
+          // book: inputs.remove(sock)
+          // book: self.outputs.remove(sock)
+          // Its events() ended with this null event; out of the map, it is
+          // out of the outputs.
+          this.clientmap.delete(sock);
+          // book: msg = "\n(Now hung up: Client from %s)" % self.get_client_name(sock)
+          // book: for output in self.outputs:
+          // book: send(output, msg)
+          let told = 0;
+          if (name) {
+            told = this.#broadcast([`\n(Now hung up: Client from ${name})`]);
+          }
+          this.#traceHangUp(sock, name, why, told);
+        }
+        // book: except socket.error as e:
+        // book: inputs.remove(sock)
+        // book: self.outputs.remove(sock)
+        // A broken connection ends its events() with null too, so it is
+        // removed above, and its log line says why ("dropped: ...").
+      }
+    }
+    // book: self.server.close()
+    this.shutdown();
+  }
+
+  /**
+   * Not in the book: a new connection's NAME deadline (see
+   * Channel.setDeadline), and its trace line.
+   */
+  #nameDue(client: Channel, address: string): void {
+    const seconds = NAME_TIMEOUT_MS / 1000;
+    client.setDeadline(NAME_TIMEOUT_MS, `sent no name within ${seconds} s`);
+    this.trace?.(
+      `readable: the server socket -> accepted connection ${client.id} ` +
+        `from ${address}, its NAME due within ${seconds} s`,
+    );
+  }
+
+  /**
+   * The book's naming, which it did in the accept branch with a blocking
+   * `receive()`: a new client's first frame must be its NAME (else it is
+   * dropped), which gets the CLIENT: reply and a join notice to the others.
+   * Returns the frames left to relay as messages: none for a dropped client.
+   */
+  #name(channel: Channel, frames: string[], bytes: number): string[] {
+    if (channel.dropReason !== undefined) {
+      this.trace?.(this.#read(channel, frames, bytes) + " -> ignored: dropped");
+      return []; // its end is on its way
+    }
+    if (this.clientmap.get(channel)) return frames; // named already
+    const data = frames[0];
+    if (!data.startsWith(NAME_PREFIX)) {
+      this.trace?.(this.#read(channel, frames, bytes) + " -> not NAME: drop");
+      channel.close("no NAME: first");
+      return [];
+    }
+    if (data.length > NAME_PREFIX.length + MAX_NAME_CHARS) {
+      this.trace?.(
+        this.#read(channel, frames, bytes) + " -> a long name: drop",
+      );
+      channel.close(`a name over ${MAX_NAME_CHARS} characters`);
+      return [];
+    }
+    channel.clearDeadline();
+    // cname = receive(client).split('NAME: ')[1]
+    const host = channel.conn.remoteAddr.hostname;
+    const name = `${data.slice(NAME_PREFIX.length)}@${host}`;
+    this.clients += 1;
+    // send(client, 'CLIENT: ' + str(address[0]))
+    channel.sendText(`CLIENT: ${host}`);
+    // msg = "\n(Connected: ...)"; for output in self.outputs: send(output, msg)
+    const joined = `(Connected: New client (${this.clients}) from ${name})`;
+    const told = this.#broadcast([`\n${joined}`]);
+    // self.clientmap[client] = (address, cname); self.outputs.append(client)
+    this.clientmap.set(channel, name);
+    this.trace?.(
+      this.#read(channel, frames, bytes) +
+        ` -> named ${name} (${channel.wire} frames), CLIENT: sent, ` +
+        `join notice to ${plural(told, "client")}`,
+    );
+    return frames.slice(1);
+  }
+
+  /** How a trace line names a client event; only built when tracing. */
+  #read(channel: Channel, frames: string[], bytes: number): string {
+    const count = plural(frames.length, "frame");
+    return `readable: connection ${channel.id} -> ${count} (${bytes} bytes), ` +
+      `first ${previewText(frames[0])}`;
+  }
+
+  /** The trace line for a connection that ended. */
+  #traceHangUp(
+    channel: Channel,
+    name: string | undefined,
+    why: string | undefined,
+    told: number,
+  ): void {
+    if (!this.trace) return;
+    let notice = "never named";
+    if (name) notice = `hang-up notice to ${plural(told, "client")}`;
+    const end = why ?? "end of stream";
+    this.trace(
+      `readable: connection ${channel.id} -> ${end}, closed, ${notice}`,
+    );
+  }
+
+  /**
+   * The book's `for output in self.outputs: send(output, msg)`: sends
+   * `texts` to every named client but `except`, in one buffer each; returns
+   * how many it sent them to. The server encodes every frame itself, once per
+   * wire, in each receiver's own wire: what a client sent is never passed on
+   * as its bytes, so a book client can never be handed another's pickle.
+   */
+  #broadcast(texts: string[], except?: Channel): number {
+    const frames: Partial<Record<Wire, Uint8Array>> = {};
+    let receivers = 0;
+    for (const [output, name] of this.clientmap) {
+      if (!name || output === except) continue;
+      const wire = output.wire!; // known: it sent its NAME
+      let bytes = frames[wire];
+      if (bytes === undefined) {
+        bytes = encodeFrames(texts, wire); // once per wire, not per receiver
+        frames[wire] = bytes;
+      }
+      output.send(bytes);
+      receivers += 1;
+    }
+    return receivers;
+  }
+}
+
+/** The book's ChatClient: stdin and the socket, waited on at once. */
+// book: class ChatClient(object):
+export class ChatClient {
+  constructor(
+    readonly channel: Channel,
+    readonly prompt: string,
+    readonly trace?: Trace, // as the server's: one line per event
+  ) {}
+
+  /**
+   * The book's `__init__`: connect, send the name, learn our address. A
+   * static async method, since a constructor cannot `await`. Resolves with
+   * undefined when a signal came first (the client has then said
+   * " Client interrupted. "); exits 1 when it cannot connect.
+   */
+  // book: def __init__(self, name, port, host=SERVER_HOST):
+  static async connect(
+    name: string,
+    port: number,
+    wire: Wire = "json",
+    trace?: Trace,
+    interrupted: Promise<Deno.Signal> = new Promise(() => {}),
+  ): Promise<ChatClient | undefined> {
+    // book: self.name = name
+    // book: self.connected = False
+    // book: self.host = host
+    // book: self.port = port
+    // book: self.prompt='[' + '@'.join((name, socket.gethostname().split('.')[0])) + ']> '
+    // These are the arguments here, and the ChatClient made below: made
+    // connected, with the prompt the server's reply gives (the book's first
+    // prompt, with the host name, was never shown).
+    let channel: Channel | undefined;
+    // book: try:
+    try {
+      // book: self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+      // book: self.sock.connect((host, self.port))
+      const connected = await beforeSignal(
+        Deno.connect({ hostname: SERVER_HOST, port }),
+        interrupted,
+      );
+      if ("signal" in connected) {
+        return interruptedEarly(connected.signal, trace);
+      }
+      // book: print ("Now connected to chat server@ port %d" % self.port)
+      console.log(`Now connected to chat server@ port ${port}`);
+      // book: self.connected = True
+      channel = new Channel(connected.value, 0, wire);
+      channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
+      // book: send(self.sock,'NAME: ' + self.name)
+      channel.sendText(NAME_PREFIX + name);
+      trace?.(`connected, NAME sent in ${wire} frames`);
+      // book: data = receive(self.sock)
+      // firstReply() waits for it at most 10 s, and gives way to a signal.
+      const reply = await firstReply(channel, interrupted);
+      if ("signal" in reply) {
+        channel.close();
+        return interruptedEarly(reply.signal, trace);
+      }
+      // book: addr = data.split('CLIENT: ')[1]
+      if (!reply.value.startsWith("CLIENT: ")) {
+        throw new HandshakeError(
+          `the server's first reply is not CLIENT: ${previewText(reply.value)}`,
+        );
+      }
+      const addr = reply.value.slice("CLIENT: ".length);
+      trace?.(`readable: the socket -> CLIENT: ${previewText(addr)}`);
+      // book: self.prompt = '[' + '@'.join((self.name, addr)) + ']> '
+      return new ChatClient(channel, `[${name}@${addr}]> `, trace);
+    } catch (error) {
+      // book: except socket.error as e:
+      channel?.close();
+      if (error instanceof Deno.errors.NotCapable) {
+        permissionError("connect to", port, [`--name=${name}`], wire, trace);
+      }
+      // book: print ("Failed to connect to chat server @ port %d" % self.port)
+      console.log(`Failed to connect to chat server @ port ${port}`);
+      if (error instanceof HandshakeError) {
+        console.error(`Error: ${error.message}`);
+      }
+      // book: sys.exit(1)
+      Deno.exit(1);
+    }
+  }
+
+  /** The book's client loop; returns when the client is done. */
+  // book: def run(self):
+  async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
+    // book: while self.connected:
+    // book: try:
+    // book: sys.stdout.write(self.prompt)
+    // book: sys.stdout.flush()
+    // The prompt has no newline, so not console.log (which adds one):
+    // `Deno.stdout.writeSync` writes the bytes to standard output at once.
+    // It is written again after each event, at the end of the loop's body.
+    const prompt = encoder.encode(this.prompt);
+    Deno.stdout.writeSync(prompt);
+    // book: readable, writeable,exceptional = select.select([0, self.sock], [],[])
+    const ready = select(this.channel.events(), ...inputs);
+    // book: for sock in readable:
+    for await (const event of ready) {
+      // book: if sock == 0:
+      if (event.source === "stdin") {
+        // book: data = sys.stdin.readline().strip()
+        if (event.line === null) {
+          // The end of stdin (Ctrl-D, or the end of a pipe): what was typed
+          // is queued already; send it, then leave. The book went on
+          // reading the socket while nothing typed could be sent any more.
+          this.trace?.("readable: sys.stdin -> its end, leaving");
+          console.log(" Client leaving: end of input. ");
+          await this.leave();
+          return;
+        }
+        const data = event.line.trim();
+        // book: if data: send(self.sock, data)
+        this.#sendLine(data, event.cut);
+        // book: elif sock == self.sock:
+      } else if (event.source === "client") {
+        // book: data = receive(self.sock)
+        // Channel.events() read it: the frames one read made whole, or null.
+        // book: if not data:
+        if (event.data === null) {
+          const why = this.channel.dropReason ?? "end of stream";
+          this.trace?.(`readable: the socket -> ${why}, shutting down`);
+          // book: print ('Client shutting down.')
+          console.log("Client shutting down.");
+          // book: self.connected = False
+          // book: break
+          break;
+          // book: else:
+        } else {
+          this.trace?.(
+            `readable: the socket -> ${plural(event.data.length, "frame")} ` +
+              `(${event.bytes} bytes), first ${previewText(event.data[0])} ` +
+              "-> printed",
+          );
+          // book: sys.stdout.write(data + '\n')
+          // book: sys.stdout.flush()
+          console.log(event.data.join(`\n${this.prompt}`)); // a prompt each
+        }
+      } else if (event.source === "signal") {
+        // book: except KeyboardInterrupt:
+        this.trace?.(`signal: ${event.signal} -> interrupted`);
+        // book: print (" Client interrupted. """)
+        console.log(" Client interrupted. ");
+        // book: self.sock.close()
+        this.channel.close();
+        // book: break
+        break;
+      }
+      Deno.stdout.writeSync(prompt);
+    }
+    this.channel.close();
+  }
+
+  /**
+   * The book's `if data: send(self.sock, data)`, with a bound: a line too
+   * long for one frame is refused with a line on stdout, and not sent. `cut`:
+   * the line had no newline (text typed, then Ctrl-D), so the terminal's
+   * cursor is still after it, and what comes next starts a line of its own.
+   */
+  #sendLine(line: string, cut = false): void {
+    const wire = this.channel.wire!;
+    const bytes = encodeFrame(line, wire);
+    const tooLong = bytes.length > HEADER_BYTES[wire] + MAX_FRAME_BYTES;
+    let outcome: string;
+    if (tooLong) {
+      outcome = "too long, not sent";
+    } else if (line) {
+      outcome = `sent as a ${bytes.length}-byte frame`;
+    } else {
+      outcome = "empty, nothing sent";
+    }
+    this.trace?.(
+      `readable: sys.stdin -> a line ${previewText(line)} -> ${outcome}`,
+    );
+    if (tooLong) {
+      console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
+    } else if (line) {
+      this.channel.send(bytes);
+    }
+    if (cut && Deno.stdin.isTerminal()) console.log();
+  }
+
+  /**
+   * Not in the book (it could not leave at the end of stdin): sends what is
+   * queued, for at most LEAVE_FLUSH_MS, then closes. `delay()` with an
+   * AbortSignal is a timer that can be cancelled: once the queue is drained,
+   * `abort()` clears it (its promise rejects, which `.catch` ignores), so no
+   * timer is left to keep the process waiting.
+   */
+  async leave(): Promise<void> {
+    const timeout = new AbortController();
+    await Promise.race([
+      this.channel.drained(),
+      delay(LEAVE_FLUSH_MS, { signal: timeout.signal }).catch(() => {}),
+    ]);
+    timeout.abort();
+    this.channel.close();
+  }
+}
+
+/**
+ * The book's main block; `import.meta.main` at the end of the file calls it
+ * when this file is the script run, not when a test imports it.
+ */
+// book: if __name__ == "__main__":
+async function main(): Promise<void> {
+  // book: parser = argparse.ArgumentParser(description='Socket Server Example with Select')
+  // book: parser.add_argument('--name', action="store", dest="name", required=True)
+  // book: parser.add_argument('--port', action="store", dest="port", type=int, required=True)
+  // book: given_args = parser.parse_args()
+  // book: port = given_args.port
+  // book: name = given_args.name
+  const { name, port, wire, trace } = parseCommandLine(Deno.args);
+  // Signal listeners first: a Ctrl-C right after the ready line is ours.
+  const signals = interrupts();
+  // book: if name == CHAT_SERVER_NAME:
+  if (name === CHAT_SERVER_NAME) {
+    // book: server = ChatServer(port)
+    // book: server.run()
+    await new ChatServer(port, trace).run(stdinLines("server"), signals);
+  } else {
+    // book: else:
+    // book: client = ChatClient(name=name, port=port)
+    const client = await ChatClient.connect(
+      name,
+      port,
+      wire,
+      trace,
+      signals.signalled,
+    );
+    // book: client.run()
+    await client?.run(stdinLines("client"), signals);
+  }
+  // A terminal's Ctrl-C reaches `deno task` and this script at once, and
+  // `deno task` then forwards it to the script: a second SIGINT comes a
+  // moment after the first. While the listeners are in place it does
+  // nothing (the shutdown is done), but one that comes while the process is
+  // ending finds none and kills it with 130. So wait SIGNAL_GRACE_MS for it,
+  // then exit at once.
+  await delay(SIGNAL_GRACE_MS);
+  // Deno exits by itself only once nothing is pending (signal listeners do
+  // not count). A `Deno.stdin.read()` is still pending here: it cannot be
+  // cancelled, and a terminal's stdin never ends, so without an explicit exit
+  // the process would wait for a line nobody reads. The book's script simply
+  // returned from its main block.
+  Deno.exit(0);
+}
+
+// --- Not in the book: the frames of both wires ---
+// The book speaks only its own frame. The server learns each connection's
+// from the byte after the first 4 of its first frame (`detectWire`), and
+// writes each receiver's frames in that receiver's own wire.
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Not in the book: the wire detection. The book speaks only its own frame.
+ * The three frames a connection may speak:
  * The three frames a connection may speak, told apart by the byte after the
  * first 4 of its first frame (see `detectWire`):
  * - "json": this project's frame, a 4-byte big-endian length, then UTF-8 JSON
@@ -111,41 +696,6 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  */
 export type Wire = "json" | "book8" | "book4";
 const HEADER_BYTES: Record<Wire, number> = { json: 4, book8: 8, book4: 4 };
-
-/** `--trace`: one line per event the loop handles, or undefined (off). */
-type Trace = ((line: string) => void) | undefined;
-
-/** What a loop waits on: the book's `inputs`, as events. */
-type Event =
-  | { source: "server"; conn: Deno.TcpConn }
-  // line null: the end of stdin; cut: a last line that had no newline
-  | { source: "stdin"; line: string | null; cut?: boolean }
-  | { source: "signal"; signal: Deno.Signal }
-  // data null: the connection is gone; bytes: the size of data's frames
-  | {
-    source: "client";
-    channel: Channel;
-    data: string[] | null;
-    bytes: number;
-  };
-type Mux = AsyncIterable<Event> & { add(it: AsyncIterable<Event>): void };
-
-/**
- * book: def send(channel, *args): its bytes, one frame of `wire`, header and
- * body in one buffer (the book wrote them in two `send()` calls).
- */
-export function encodeFrame(text: string, wire: Wire): Uint8Array {
-  const body = wire === "json"
-    ? encoder.encode(JSON.stringify([text]))
-    : encodeBookPickle(text); // book: pickle.dumps(args)
-  const header = HEADER_BYTES[wire];
-  const bytes = new Uint8Array(header + body.length);
-  // book: struct.pack("L", socket.htonl(len(buffer))). A DataView writes
-  // big-endian by default; book8's other 4 header bytes stay 0.
-  new DataView(bytes.buffer).setUint32(0, body.length);
-  bytes.set(body, header);
-  return bytes;
-}
 
 /** Frames for each of `texts`, one after another in one buffer. */
 function encodeFrames(texts: string[], wire: Wire): Uint8Array {
@@ -172,105 +722,6 @@ export function detectWire(bytes: Uint8Array): Wire | undefined {
 /** A byte as an error names it: 0x63. */
 function byteHex(byte: number): string {
   return `0x${byte.toString(16).padStart(2, "0")}`;
-}
-
-/**
- * Client data as a trace line shows it: at most 32 bytes, in double quotes,
- * then "..." if there was more. Printable UTF-8 is shown as its text (Korean
- * too); every other byte as \\xNN: control bytes, bytes that are not valid
- * UTF-8, and `"` and `\\`, so that the quotes always hold the whole preview.
- * A character that the 32 bytes would cut in two is left for the "...".
- */
-export function preview(bytes: Uint8Array): string {
-  const end = Math.min(bytes.length, PREVIEW_BYTES);
-  let text = "";
-  let at = 0;
-  while (at < end) {
-    const char = printableChar(bytes, at);
-    if (char !== undefined && at + char.size > end) break; // cut in two
-    if (char !== undefined) {
-      text += char.text;
-      at += char.size;
-    } else {
-      text += byteEscape(bytes[at]);
-      at += 1;
-    }
-  }
-  return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
-}
-
-/** `\\x0a`: a byte as a preview escapes it. */
-function byteEscape(byte: number): string {
-  return `\\x${byte.toString(16).padStart(2, "0")}`;
-}
-
-/**
- * The character whose UTF-8 starts at `bytes[at]`, with its size in bytes,
- * if it is valid UTF-8 and printable; else undefined. The lead byte gives the
- * size (0xc2-0xdf: 2, 0xe0-0xef: 3, 0xf0-0xf4: 4); the fatal decoder refuses
- * what is not UTF-8 (a continuation byte missing, a surrogate, an overlong
- * form). \\p{C} (controls, format characters, unassigned code points), line
- * and paragraph separators, `"` and `\\` do not count as printable.
- */
-function printableChar(
-  bytes: Uint8Array,
-  at: number,
-): { text: string; size: number } | undefined {
-  const lead = bytes[at];
-  let size = 0;
-  if (lead < 0x80) size = 1;
-  else if (lead >= 0xc2 && lead <= 0xdf) size = 2;
-  else if (lead >= 0xe0 && lead <= 0xef) size = 3;
-  else if (lead >= 0xf0 && lead <= 0xf4) size = 4;
-  if (size === 0 || at + size > bytes.length) return undefined;
-  let text: string;
-  try {
-    text = decoder.decode(bytes.subarray(at, at + size));
-  } catch {
-    return undefined; // not UTF-8
-  }
-  if (!/^[^\p{C}\p{Zl}\p{Zp}"\\]$/u.test(text)) return undefined;
-  return { text, size };
-}
-
-/** `preview` of a text's UTF-8, encoding no more of it than is shown. */
-function previewText(text: string): string {
-  return preview(encoder.encode(text.slice(0, PREVIEW_BYTES + 1)));
-}
-
-/** "1 frame", "2 frames": how a trace line counts. */
-function plural(n: number, what: string): string {
-  return `${n} ${what}${n === 1 ? "" : "s"}`;
-}
-
-/** What `takeFrame` found: a frame and its size, or how many bytes it needs. */
-export type Taken =
-  | { text: string; size: number }
-  | { text: undefined; need: number };
-
-/**
- * book: def receive(channel), as a pure function: the first whole frame at the
- * start of `bytes`, or how many bytes a whole frame needs. Throws for a bad
- * frame: a length over `maxFrame`, a book header whose last 4 bytes are not
- * zero, or a body that is not an array of one text (JSON) or a pickled
- * 1-tuple of one str (the book's, read by the strict decoder below).
- */
-export function takeFrame(
-  bytes: Uint8Array,
-  wire: Wire,
-  maxFrame: number,
-): Taken {
-  const header = HEADER_BYTES[wire];
-  if (bytes.length < header) return { text: undefined, need: header };
-  const length = frameLength(bytes, maxFrame)!;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (wire === "book8" && view.getUint32(4) !== 0) {
-    throw new Error("a book header whose last 4 bytes are not zero");
-  }
-  const size = header + length;
-  if (bytes.length < size) return { text: undefined, need: size };
-  const body = bytes.subarray(header, size);
-  return { text: wire === "json" ? parseJson(body) : parsePickle(body), size };
 }
 
 /**
@@ -313,8 +764,9 @@ function parsePickle(body: Uint8Array): string {
   }
 }
 
-// Not in the book: the strict pickle decoder. The book's chat frame body, a
-// strict reader and an exact writer for `pickle.dumps((text,))`.
+// --- Not in the book: the strict pickle codec ---
+// The book's chat frame body: a strict reader and an exact writer for
+// `pickle.dumps((text,))`.
 //
 // The book's 2_3 chat server and client send every message as
 // `pickle.dumps(args)`, where `args` is a tuple holding one `str`, and read it
@@ -696,7 +1148,7 @@ export function decodeBookPickle(payload: Uint8Array): string {
   reader.readProtocol();
   // Protocols 4 and 5 frame everything after PROTO ...
   reader.skipFrameIfPresent();
-  // book: pickle.loads(...)[0], the str the tuple holds.
+  // The book's pickle.loads(...)[0]: the str the tuple holds.
   const text = reader.readText();
   // ... or, after a text of 64 KiB or more, everything after the text.
   reader.skipFrameIfPresent();
@@ -775,6 +1227,8 @@ function littleEndian(value: number, size: 4 | 8): number[] {
   return bytes;
 }
 
+// --- Not in the book: the channel (a connection's reads and writes) ---
+
 /**
  * A connection: the book's `receive()` and `send()`, for whole frames of
  * its wire. It reads into a 1 KiB buffer while idle, since a pending
@@ -812,7 +1266,7 @@ export class Channel {
   }
 
   /**
-   * book: def receive(channel): the next whole frame's text; null at the end.
+   * The book's receive(): the next whole frame's text; null at the end.
    * The book read a header's worth and then the body with `recv()`, and lost
    * data when TCP cut a frame; this reads until a whole frame is here.
    */
@@ -925,13 +1379,13 @@ export class Channel {
     yield { source: "client", channel: this, data: null, bytes: 0 };
   }
 
-  /** book: def send(channel, *args): one text, in this connection's wire. */
+  /** The book's send(): one text, in this connection's wire. */
   sendText(text: string): void {
     this.send(encodeFrame(text, this.wire ?? "json"));
   }
 
   /**
-   * book: channel.send(...): queues a frame (see #flush for the writer);
+   * The book's channel.send(): queues a frame (see #flush for the writer);
    * past MAX_QUEUE_BYTES waiting, the peer is dropped.
    */
   send(bytes: Uint8Array): void {
@@ -1011,7 +1465,7 @@ export class Channel {
   }
 
   /**
-   * book: sock.close(). Closes it once; that ends a pending read (it rejects
+   * The book's sock.close(). Closes it once; that ends a pending read (it rejects
    * with Deno.errors.Interrupted, which `events()` catches), and so
    * `events()`.
    */
@@ -1035,9 +1489,26 @@ function closeQuietly(conn: Deno.Conn): void {
   }
 }
 
+// --- Not in the book: select's inputs, as async iterables of events ---
+
+/** What a loop waits on: the book's `inputs`, as events. */
+type Event =
+  | { source: "server"; conn: Deno.TcpConn }
+  // line null: the end of stdin; cut: a last line that had no newline
+  | { source: "stdin"; line: string | null; cut?: boolean }
+  | { source: "signal"; signal: Deno.Signal }
+  // data null: the connection is gone; bytes: the size of data's frames
+  | {
+    source: "client";
+    channel: Channel;
+    data: string[] | null;
+    bytes: number;
+  };
+type Mux = AsyncIterable<Event> & { add(it: AsyncIterable<Event>): void };
+
 /**
- * book: select.select(inputs, self.outputs, []): one stream of whatever is
- * ready.
+ * The book's select.select(inputs, self.outputs, []): one stream of
+ * whatever is ready.
  *
  * `MuxAsyncIterator` (from Deno's standard library) merges async iterables
  * into one. Its `add()` calls the added iterable's `next()` at once, so every
@@ -1228,378 +1699,7 @@ function interrupts(): Interrupts {
  */
 type Interrupts = AsyncIterable<Event> & { signalled: Promise<Deno.Signal> };
 
-/**
- * book: class ChatServer(object): one loop over whatever is ready, as with
- * select.
- */
-export class ChatServer {
-  clients = 0; // book: self.clients
-  // book: self.clientmap, and self.outputs (the named ones): each connection's
-  // name@ip, the book's get_client_name(), or "" until it sends its NAME.
-  clientmap = new Map<Channel, string>();
-  readonly server: Deno.TcpListener;
-  #shuttingDown = false;
-
-  /**
-   * `trace`, when given (`--trace`), gets one line per event the loop
-   * handles: what `select` would have returned, and what the loop did with
-   * it. When it is not, each `this.trace?.(...)` below stops at the `?.`,
-   * before its line is built: tracing off costs nothing.
-   *
-   * book: def __init__(self, port, backlog=5): `Deno.listen()` is socket(),
-   * bind() and listen() in one, with SO_REUSEADDR set (on Unix) as the book
-   * sets it.
-   */
-  constructor(port: number, readonly trace?: Trace) {
-    try {
-      this.server = Deno.listen({ hostname: SERVER_HOST, port });
-    } catch (error) {
-      if (error instanceof Deno.errors.NotCapable) {
-        permissionError("listen on", port, [`--name=${CHAT_SERVER_NAME}`]);
-      }
-      const why = `${SERVER_HOST}:${port}: ${(error as Error).message}`;
-      console.error(`Error: cannot listen on ${why}`);
-      Deno.exit(1);
-    }
-    console.log(`Server listening to port: ${this.server.addr.port} ...`);
-  }
-
-  /**
-   * book: def run(self): the loop, over the listening socket, every client
-   * and `inputs` (the command line passes stdin and the signals). Returns
-   * after `shutdown()`, once the loop has stopped.
-   */
-  async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
-    // book: inputs = [self.server, sys.stdin]
-    const ready = select(accepts(this.server), ...inputs);
-    let lastId = 0;
-    // book: while running: readable, ... = select.select(...); for sock in
-    // readable: here one event at a time, each one input that was ready.
-    for await (const event of ready) {
-      if (event.source === "server") {
-        // book: if sock == self.server: a connection, whose NAME comes as an
-        // event.
-        lastId += 1; // book: client.fileno(), which Deno does not have
-        const channel = new Channel(event.conn, lastId);
-        const { hostname, port } = event.conn.remoteAddr;
-        const from = `('${hostname}', ${port})`;
-        console.log(`Chat server: got connection ${channel.id} from ${from}`);
-        this.clientmap.set(channel, "");
-        ready.add(channel.events()); // book: inputs.append(client)
-        // Not in the book: the name deadline (see Channel.setDeadline).
-        const seconds = NAME_TIMEOUT_MS / 1000;
-        channel.setDeadline(
-          NAME_TIMEOUT_MS,
-          `sent no name within ${seconds} s`,
-        );
-        this.trace?.(
-          `readable: the server socket -> accepted connection ${channel.id} ` +
-            `from ${from}, its NAME due within ${seconds} s`,
-        );
-      } else if (event.source === "stdin") {
-        // book: elif sock == sys.stdin: a line stops the server; the end of
-        // stdin (a server run without a terminal) only stops watching it.
-        if (event.line === null) {
-          this.trace?.("readable: sys.stdin -> its end, no longer watched");
-          continue;
-        }
-        this.trace?.("readable: sys.stdin -> a line, the server stops");
-        this.shutdown();
-        break;
-      } else if (event.source === "signal") {
-        // book: def sighandler(self, signum, frame):
-        this.trace?.(`signal: ${event.signal} -> shutdown`);
-        console.log("Shutting down server...");
-        this.shutdown();
-        break;
-      } else {
-        // book: else: # handle all other sockets
-        this.#receive(event.channel, event.data, event.bytes);
-      }
-    }
-  }
-
-  /**
-   * book: sighandler's closing, and `self.server.close()` after the loop:
-   * closes the listening socket and every connection, once. A second call (a
-   * second Ctrl-C) does nothing and prints nothing.
-   */
-  shutdown(): void {
-    if (this.#shuttingDown) return;
-    this.#shuttingDown = true;
-    this.server.close();
-    for (const channel of this.clientmap.keys()) {
-      channel.close("closed by server shutdown");
-    }
-  }
-
-  /**
-   * book: data = receive(sock): the frames one read brought from a client
-   * (its NAME first, then messages, relayed to all but their sender), or
-   * null once it is gone.
-   */
-  #receive(channel: Channel, frames: string[] | null, bytes: number): void {
-    let name = this.clientmap.get(channel);
-    if (frames === null) {
-      // book: else: print ("Chat server: %d hung up" ...), and the
-      // `except socket.error:` that removed a broken socket.
-      const why = channel.dropReason;
-      channel.close();
-      this.clientmap.delete(channel);
-      const how = why === undefined ? "hung up" : `dropped: ${why}`;
-      console.log(`Chat server: ${channel.id} ${how}`);
-      let told = 0;
-      if (name) {
-        this.clients -= 1;
-        told = this.#broadcast([`\n(Now hung up: Client from ${name})`]);
-      }
-      if (this.trace) {
-        let notice = "never named";
-        if (name) notice = `hang-up notice to ${plural(told, "client")}`;
-        const end = why ?? "end of stream";
-        this.trace(
-          `readable: connection ${channel.id} -> ${end}, closed, ${notice}`,
-        );
-      }
-      return;
-    }
-    if (channel.dropReason !== undefined) {
-      this.trace?.(this.#read(channel, frames, bytes) + " -> ignored: dropped");
-      return; // its end is on its way
-    }
-    let messages = frames;
-    if (!name) {
-      // book: cname = receive(client).split('NAME: ')[1], in the accept
-      // branch, blocking everyone: here the name is the connection's first
-      // frame, whenever it comes.
-      const data = frames[0];
-      if (!data.startsWith(NAME_PREFIX)) {
-        this.trace?.(this.#read(channel, frames, bytes) + " -> not NAME: drop");
-        channel.close("no NAME: first");
-        return;
-      }
-      if (data.length > NAME_PREFIX.length + MAX_NAME_CHARS) {
-        this.trace?.(
-          this.#read(channel, frames, bytes) + " -> a long name: drop",
-        );
-        channel.close(`a name over ${MAX_NAME_CHARS} characters`);
-        return;
-      }
-      channel.clearDeadline();
-      const host = channel.conn.remoteAddr.hostname;
-      name = `${data.slice(NAME_PREFIX.length)}@${host}`;
-      this.clients += 1;
-      // book: send(client, 'CLIENT: ' + str(address[0]))
-      channel.sendText(`CLIENT: ${host}`);
-      // book: msg = "\n(Connected: New client (%d) from %s)"; for output in
-      // self.outputs: send(output, msg)
-      const joined = `(Connected: New client (${this.clients}) from ${name})`;
-      const told = this.#broadcast([`\n${joined}`]);
-      this.clientmap.set(channel, name);
-      messages = frames.slice(1);
-      this.trace?.(
-        this.#read(channel, frames, bytes) +
-          ` -> named ${name} (${channel.wire} frames), CLIENT: sent, ` +
-          `join notice to ${plural(told, "client")}`,
-      );
-      if (messages.length === 0) return;
-    }
-    // book: if data: msg = '\n#[' + self.get_client_name(sock) + ']>>' + data
-    const texts = messages.map((data) => `\n#[${name}]>>${data}`);
-    const told = this.#broadcast(texts, channel);
-    this.trace?.(
-      this.#read(channel, frames, bytes) +
-        ` -> ${plural(messages.length, "message")} from ${name} relayed to ` +
-        plural(told, "client"),
-    );
-  }
-
-  /** How a trace line names a client event; only built when tracing. */
-  #read(channel: Channel, frames: string[], bytes: number): string {
-    const count = plural(frames.length, "frame");
-    return `readable: connection ${channel.id} -> ${count} (${bytes} bytes), ` +
-      `first ${previewText(frames[0])}`;
-  }
-
-  /**
-   * book: for output in self.outputs: if output != sock: send(output, msg).
-   * Sends `texts` to every named client but `except`, in one buffer each;
-   * returns how many it sent them to.
-   * The server encodes every frame itself, once per wire, in each
-   * receiver's own wire: what a client sent is never passed on as its
-   * bytes, so a book client can never be handed another client's pickle.
-   */
-  #broadcast(texts: string[], except?: Channel): number {
-    const frames: Partial<Record<Wire, Uint8Array>> = {};
-    let receivers = 0;
-    for (const [output, name] of this.clientmap) {
-      if (!name || output === except) continue;
-      const wire = output.wire!; // known: it sent its NAME
-      let bytes = frames[wire];
-      if (bytes === undefined) {
-        bytes = encodeFrames(texts, wire); // once per wire, not per receiver
-        frames[wire] = bytes;
-      }
-      output.send(bytes);
-      receivers += 1;
-    }
-    return receivers;
-  }
-}
-
-/** book: class ChatClient(object): stdin and the socket, waited on at once. */
-export class ChatClient {
-  constructor(
-    readonly channel: Channel,
-    readonly prompt: string,
-    readonly trace?: Trace, // as the server's: one line per event
-  ) {}
-
-  /**
-   * book: class ChatClient(object): def __init__: connect, send the name,
-   * learn our address. A static async method, since a constructor cannot
-   * `await`. Resolves with undefined when a signal came first (the client
-   * has then said " Client interrupted. "); exits 1 when it cannot connect.
-   */
-  static async connect(
-    name: string,
-    port: number,
-    wire: Wire = "json",
-    trace?: Trace,
-    interrupted: Promise<Deno.Signal> = new Promise(() => {}),
-  ): Promise<ChatClient | undefined> {
-    let channel: Channel | undefined;
-    try {
-      // book: self.sock = socket.socket(...); self.sock.connect((host, port))
-      const connected = await beforeSignal(
-        Deno.connect({ hostname: SERVER_HOST, port }),
-        interrupted,
-      );
-      if ("signal" in connected) {
-        return interruptedEarly(connected.signal, trace);
-      }
-      const conn = connected.value;
-      console.log(`Now connected to chat server@ port ${port}`);
-      channel = new Channel(conn, 0, wire);
-      channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
-      // book: send(self.sock,'NAME: ' + self.name)
-      channel.sendText(NAME_PREFIX + name);
-      trace?.(`connected, NAME sent in ${wire} frames`);
-      // book: data = receive(self.sock); addr = data.split('CLIENT: ')[1]
-      const reply = await firstReply(channel, interrupted);
-      if ("signal" in reply) {
-        channel.close();
-        return interruptedEarly(reply.signal, trace);
-      }
-      if (!reply.value.startsWith("CLIENT: ")) {
-        throw new HandshakeError(
-          `the server's first reply is not CLIENT: ${previewText(reply.value)}`,
-        );
-      }
-      const address = reply.value.slice("CLIENT: ".length);
-      trace?.(`readable: the socket -> CLIENT: ${previewText(address)}`);
-      return new ChatClient(channel, `[${name}@${address}]> `, trace);
-    } catch (error) {
-      // book: except socket.error as e:
-      channel?.close();
-      if (error instanceof Deno.errors.NotCapable) {
-        permissionError("connect to", port, [`--name=${name}`], wire, trace);
-      }
-      console.log(`Failed to connect to chat server @ port ${port}`);
-      if (error instanceof HandshakeError) {
-        console.error(`Error: ${error.message}`);
-      }
-      Deno.exit(1);
-    }
-  }
-
-  /** book: def run(self): the client loop; returns when the client is done. */
-  async run(...inputs: AsyncIterable<Event>[]): Promise<void> {
-    // book: select.select([0, self.sock], [], [])
-    const ready = select(this.channel.events(), ...inputs);
-    // book: sys.stdout.write(self.prompt); sys.stdout.flush(). The prompt
-    // has no newline, so not console.log (which adds one):
-    // `Deno.stdout.writeSync` writes the bytes to standard output at once.
-    const prompt = encoder.encode(this.prompt);
-    Deno.stdout.writeSync(prompt);
-    for await (const event of ready) {
-      if (event.source === "stdin") {
-        // book: if sock == 0:
-        if (event.line === null) {
-          // The end of stdin (Ctrl-D, or the end of a pipe): what was typed
-          // is queued already; send it, then leave. The book went on
-          // reading the socket while nothing typed could be sent any more.
-          this.trace?.("readable: sys.stdin -> its end, leaving");
-          console.log(" Client leaving: end of input. ");
-          await this.leave();
-          return;
-        }
-        const line = event.line.trim();
-        const wire = this.channel.wire!;
-        const bytes = encodeFrame(line, wire);
-        const tooLong = bytes.length > HEADER_BYTES[wire] + MAX_FRAME_BYTES;
-        let outcome: string;
-        if (tooLong) {
-          outcome = "too long, not sent";
-        } else if (line) {
-          outcome = `sent as a ${bytes.length}-byte frame`;
-        } else {
-          outcome = "empty, nothing sent"; // book: if data: send(...)
-        }
-        this.trace?.(
-          `readable: sys.stdin -> a line ${previewText(line)} -> ${outcome}`,
-        );
-        if (tooLong) {
-          console.log(`(not sent: over ${MAX_FRAME_BYTES} bytes)`);
-        } else if (line) {
-          this.channel.send(bytes);
-        }
-        // A last line without its newline (text typed, then Ctrl-D) leaves
-        // the terminal's cursor after the text: what comes next starts on a
-        // line of its own.
-        if (event.cut && Deno.stdin.isTerminal()) console.log();
-      } else if (event.source === "signal") {
-        // book: except KeyboardInterrupt:
-        this.trace?.(`signal: ${event.signal} -> interrupted`);
-        console.log(" Client interrupted. ");
-        break;
-      } else if (event.source === "client" && event.data !== null) {
-        // book: elif sock == self.sock: ... else: sys.stdout.write(data + '\n')
-        this.trace?.(
-          `readable: the socket -> ${plural(event.data.length, "frame")} ` +
-            `(${event.bytes} bytes), first ${previewText(event.data[0])} ` +
-            "-> printed",
-        );
-        console.log(event.data.join(`\n${this.prompt}`)); // a prompt each
-      } else {
-        // book: if not data: print ('Client shutting down.')
-        const why = this.channel.dropReason ?? "end of stream";
-        this.trace?.(`readable: the socket -> ${why}, shutting down`);
-        console.log("Client shutting down.");
-        break;
-      }
-      Deno.stdout.writeSync(prompt);
-    }
-    this.channel.close();
-  }
-
-  /**
-   * Not in the book (it could not leave at the end of stdin): sends what is
-   * queued, for at most LEAVE_FLUSH_MS, then closes. `delay()` with an
-   * AbortSignal is a timer that can be cancelled: once the queue is drained,
-   * `abort()` clears it (its promise rejects, which `.catch` ignores), so no
-   * timer is left to keep the process waiting.
-   */
-  async leave(): Promise<void> {
-    const timeout = new AbortController();
-    await Promise.race([
-      this.channel.drained(),
-      delay(LEAVE_FLUSH_MS, { signal: timeout.signal }).catch(() => {}),
-    ]);
-    timeout.abort();
-    this.channel.close();
-  }
-}
+// --- Not in the book: the client's handshake, bounded and interruptible ---
 
 /** Why a handshake failed, for the line after the book's "Failed to connect". */
 class HandshakeError extends Error {}
@@ -1685,6 +1785,39 @@ function interruptedEarly(signal: Deno.Signal, trace?: Trace): undefined {
   return undefined;
 }
 
+// --- Not in the book: bounds, and what a failed listen or connect says ---
+
+const MAX_FRAME_BYTES = 64 * 1024;
+const MAX_QUEUE_BYTES = 1024 * 1024;
+const NAME_TIMEOUT_MS = 10_000;
+const MAX_NAME_CHARS = 64; // a name is repeated in every message it sends
+const NAME_PREFIX = "NAME: "; // a client's first frame: NAME_PREFIX + its name
+const IDLE_READ_BYTES = 1024; // a silent connection's read buffer
+const STDIN_READ_BYTES = 16 * 1024;
+const MAX_LINE_CHARS = MAX_FRAME_BYTES + 1; // more than any line a client sends
+const ACCEPT_PAUSE_MS = 100; // after an accept() that failed for want of resources
+const SIGNAL_GRACE_MS = 100; // after shutdown, for the SIGINT `deno task` forwards
+const LEAVE_FLUSH_MS = 5_000; // how long a leaving client waits to send the rest
+const PREVIEW_BYTES = 32; // of client data in a trace line
+const HUNG_UP_MID_FRAME = "hung up mid-frame";
+
+/**
+ * The listening socket, or a line on stderr and exit 1: the permission
+ * missing (and the command that has it), or why the port cannot be had.
+ */
+function listenOrExit(port: number): Deno.TcpListener {
+  try {
+    return Deno.listen({ hostname: SERVER_HOST, port });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) {
+      permissionError("listen on", port, [`--name=${CHAT_SERVER_NAME}`]);
+    }
+    const why = `${SERVER_HOST}:${port}: ${(error as Error).message}`;
+    console.error(`Error: cannot listen on ${why}`);
+    Deno.exit(1);
+  }
+}
+
 /**
  * Not in the book: `deno run` without --allow-net for localhost (answered
  * "n" at Deno's prompt, or run with --no-prompt). Says which permission is
@@ -1711,19 +1844,120 @@ function permissionError(
   Deno.exit(1);
 }
 
+/** An address as the book's print shows Python's tuple: ('127.0.0.1', 55536). */
+function pythonAddress(addr: Deno.NetAddr): string {
+  return `('${addr.hostname}', ${addr.port})`;
+}
+
+// --- Not in the book: tracing (--trace) ---
+
+/** `--trace`: one line per event the loop handles, or undefined (off). */
+type Trace = ((line: string) => void) | undefined;
+
 /**
- * book: argparse's error: usage and `FILE: error: message` on stderr, exit 2.
+ * Client data as a trace line shows it: at most 32 bytes, in double quotes,
+ * then "..." if there was more. Printable UTF-8 is shown as its text (Korean
+ * too); every other byte as \\xNN: control bytes, bytes that are not valid
+ * UTF-8, and `"` and `\\`, so that the quotes always hold the whole preview.
+ * A character that the 32 bytes would cut in two is left for the "...".
+ */
+export function preview(bytes: Uint8Array): string {
+  const end = Math.min(bytes.length, PREVIEW_BYTES);
+  let text = "";
+  let at = 0;
+  while (at < end) {
+    const char = printableChar(bytes, at);
+    if (char !== undefined && at + char.size > end) break; // cut in two
+    if (char !== undefined) {
+      text += char.text;
+      at += char.size;
+    } else {
+      text += byteEscape(bytes[at]);
+      at += 1;
+    }
+  }
+  return `"${text}${bytes.length > PREVIEW_BYTES ? "..." : ""}"`;
+}
+
+/** `\\x0a`: a byte as a preview escapes it. */
+function byteEscape(byte: number): string {
+  return `\\x${byte.toString(16).padStart(2, "0")}`;
+}
+
+/**
+ * The character whose UTF-8 starts at `bytes[at]`, with its size in bytes,
+ * if it is valid UTF-8 and printable; else undefined. The lead byte gives the
+ * size (0xc2-0xdf: 2, 0xe0-0xef: 3, 0xf0-0xf4: 4); the fatal decoder refuses
+ * what is not UTF-8 (a continuation byte missing, a surrogate, an overlong
+ * form). \\p{C} (controls, format characters, unassigned code points), line
+ * and paragraph separators, `"` and `\\` do not count as printable.
+ */
+function printableChar(
+  bytes: Uint8Array,
+  at: number,
+): { text: string; size: number } | undefined {
+  const lead = bytes[at];
+  let size = 0;
+  if (lead < 0x80) size = 1;
+  else if (lead >= 0xc2 && lead <= 0xdf) size = 2;
+  else if (lead >= 0xe0 && lead <= 0xef) size = 3;
+  else if (lead >= 0xf0 && lead <= 0xf4) size = 4;
+  if (size === 0 || at + size > bytes.length) return undefined;
+  let text: string;
+  try {
+    text = decoder.decode(bytes.subarray(at, at + size));
+  } catch {
+    return undefined; // not UTF-8
+  }
+  if (!/^[^\p{C}\p{Zl}\p{Zp}"\\]$/u.test(text)) return undefined;
+  return { text, size };
+}
+
+/** `preview` of a text's UTF-8, encoding no more of it than is shown. */
+function previewText(text: string): string {
+  return preview(encoder.encode(text.slice(0, PREVIEW_BYTES + 1)));
+}
+
+/** "1 frame", "2 frames": how a trace line counts. */
+function plural(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? "" : "s"}`;
+}
+
+// --- Not in the book: the command line (the book's argparse) ---
+
+const FILE = "2_3_chat_server_with_select.ts";
+const USAGE =
+  `usage: ${FILE} [-h] --name NAME --port PORT [--wire {json,book}] [--trace]`;
+const HELP = `${USAGE}
+
+Socket Server Example with Select
+
+options:
+  -h, --help          show this help message and exit
+  --name NAME         "server" runs the chat server; any other name joins it
+                      as a client of that name
+  --port PORT         port the server listens on (0 picks a free one), or the
+                      port a client connects to
+  --wire {json,book}  a client's frames: json (default), or book to join the
+                      book's own Python server (the server speaks both)
+  --trace             print each event the loop handles on stderr`;
+
+/**
+ * argparse's error: usage and `FILE: error: message` on stderr, exit 2.
  */
 function argumentError(message: string): never {
   console.error(`${USAGE}\n${FILE}: error: ${message}`);
   Deno.exit(2);
 }
 
-// book: if __name__ == "__main__": `import.meta.main` is true only when this
-// file is the script run, not when a test imports it.
-if (import.meta.main) {
-  // book: parser = argparse.ArgumentParser(...); parser.parse_args()
-  const args = parseArgs(Deno.args, {
+/** The arguments, checked as argparse checks them; exits 2 for bad ones. */
+function parseCommandLine(argv: string[]): {
+  name: string;
+  port: number;
+  wire: Wire;
+  trace: Trace;
+} {
+  const args = parseArgs(argv, {
     string: ["name", "port", "wire"],
     boolean: ["help", "trace"],
     alias: { h: "help" },
@@ -1741,7 +1975,7 @@ if (import.meta.main) {
     const missing = missingFlags.join(", ");
     argumentError(`the following arguments are required: ${missing}`);
   }
-  if (!/^\d+$/.test(args.port) || port > 65535) {
+  if (!/^\d+$/.test(args.port!) || port > 65535) {
     argumentError(`argument --port: invalid port value: '${args.port}'`);
   }
   const wires: Record<string, Wire> = {
@@ -1765,32 +1999,10 @@ if (import.meta.main) {
   const trace: Trace = args.trace
     ? (line) => console.error(`trace: ${line}`)
     : undefined;
-  // Signal listeners first: a Ctrl-C right after the ready line is ours.
-  const signals = interrupts();
-  // book: if name == CHAT_SERVER_NAME: server = ChatServer(port); server.run()
-  if (args.name === CHAT_SERVER_NAME) {
-    await new ChatServer(port, trace).run(stdinLines("server"), signals);
-  } else {
-    const client = await ChatClient.connect(
-      args.name,
-      port,
-      wire,
-      trace,
-      signals.signalled,
-    );
-    await client?.run(stdinLines("client"), signals);
-  }
-  // A terminal's Ctrl-C reaches `deno task` and this script at once, and
-  // `deno task` then forwards it to the script: a second SIGINT comes a
-  // moment after the first. While the listeners are in place it does
-  // nothing (the shutdown is done), but one that comes while the process is
-  // ending finds none and kills it with 130. So wait SIGNAL_GRACE_MS for it,
-  // then exit at once.
-  await delay(SIGNAL_GRACE_MS);
-  // Deno exits by itself only once nothing is pending (signal listeners do
-  // not count). A `Deno.stdin.read()` is still pending here: it cannot be
-  // cancelled, and a terminal's stdin never ends, so without an explicit exit
-  // the process would wait for a line nobody reads. The book's script simply
-  // returned from its main block.
-  Deno.exit(0);
+  return { name: args.name!, port, wire, trace };
 }
+
+// The book's `if __name__ == "__main__":` block is main() above. This comes
+// last because classes are not hoisted: every class and constant above must
+// be defined before main() runs.
+if (import.meta.main) await main();
