@@ -11,11 +11,11 @@
  * Python clients join this server, and `--wire=book` lets a Deno client join
  * the book's server (the README shows both).
  *
- * Python -> Deno: select's inputs (the listening socket, stdin, the clients,
- * Ctrl-C) become async iterables of events merged into one (`select()`
- * below), so each `run()` keeps the book's loop and branches; a client's
- * event holds the frames one read made whole. The write set becomes a queue
- * and one writer per client. Connections count from 1: Deno has no fileno().
+ * From Python to Deno: select's inputs (the listening socket, stdin, the
+ * clients, Ctrl-C) become async iterables of events merged into one
+ * (`select()` below), so each `run()` keeps the book's loop and branches; a
+ * client's event holds the frames one read made whole. The write set becomes
+ * a queue and one writer per client. Connections count from 1 (no fileno()).
  *
  * Fixed from the book:
  * - `pickle.loads` ran what a peer sent: a strict decoder reads book frames.
@@ -26,7 +26,7 @@
  * - The end of stdin spun the loop: the server stops watching it; a client
  *   sends what was typed and leaves.
  * - The client's handshake waited for ever: Ctrl-C ends it; 10 s bound it.
- * - Ctrl-C shuts down once; a connection reset before accept() is logged.
+ * - Ctrl-C shuts down once; a client dropped for an error is counted out.
  */
 
 import { parseArgs } from "@std/cli/parse-args";
