@@ -505,6 +505,11 @@ export class Turns {
       this.#head = 0;
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#waiting.length) {
+      // Under steady overload the line never empties: drop the ones served,
+      // or the array would grow (and keep their closures) for ever.
+      this.#waiting = this.#waiting.slice(this.#head);
+      this.#head = 0;
     }
   }
 
