@@ -181,10 +181,13 @@ Deno.test("2_5: --trace prints each line read and each reply written", async () 
   const [, who] = await server.waitFor(/connected from: (\S+)\n/);
   await client.write("Hello Diesel\r\n");
   assertEquals(await client.readLine(), "You said: Hello Diesel\r\n");
-  // 50 bytes: the trace shows the first 32, escaped (9 here, then 23 z).
+  // 50 bytes: the trace shows the first 32 (9 here, then 23 z): quotes and
+  // backslashes escaped, the "\u00e9" (2 bytes) as text.
   const long = `"q" \\ \u00e9 ${"z".repeat(40)}\n`;
   await client.write(long);
   assertEquals(await client.readLine(), `You said: ${long}`);
+  await client.write("\n"); // an empty line is 1 byte, not "1 bytes"
+  assertEquals(await client.readLine(), "You said: \n");
   await client.closeWrite();
   assert(await client.closedByPeer());
   await server.waitFor(/disconnected\n/);
@@ -194,9 +197,11 @@ Deno.test("2_5: --trace prints each line read and each reply written", async () 
     `trace: ${who}: until_eol() read 14 bytes "Hello Diesel\\x0d\\x0a"`,
     `trace: ${who}: send() wrote 24 bytes "You said: Hello Diesel\\x0d\\x0a"`,
     `trace: ${who}: until_eol() read 50 bytes ` +
-    `"\\x22q\\x22 \\x5c \\xc3\\xa9 ${"z".repeat(23)}..."`,
+    `"\\x22q\\x22 \\x5c \u00e9 ${"z".repeat(23)}..."`,
     `trace: ${who}: send() wrote 60 bytes ` +
-    `"You said: \\x22q\\x22 \\x5c \\xc3\\xa9 ${"z".repeat(13)}..."`,
+    `"You said: \\x22q\\x22 \\x5c \u00e9 ${"z".repeat(13)}..."`,
+    `trace: ${who}: until_eol() read 1 byte "\\x0a"`,
+    `trace: ${who}: send() wrote 11 bytes "You said: \\x0a"`,
     `trace: ${who}: until_eol() found the end`,
   ]);
 });
@@ -265,15 +270,36 @@ Deno.test("2_5: --host without permission names the command that works, exit 1",
   assertMatch(server.stdout, /^Listening on 127\.0\.0\.2:\d+\n/);
 });
 
-/** `deno task 2_5 --host=::1`, as `--help` offers it, serves over IPv6. */
+/** Without `--host` and without permission (`--no-prompt`): the line names the default host, not a --host nobody gave, and the whole command that works (and it does), exit 1. */
+Deno.test("2_5: the default host without permission names the command that works, exit 1", async () => {
+  const result = await run(DENO, ["run", "--no-prompt", FILE, "--port=0"]);
+  assertEquals(result.code, 1, result.stderr);
+  const works = `deno run --allow-net=localhost ${FILE} --port=0`;
+  assertEquals(
+    result.stderr,
+    `Error: listening on localhost (the default host) needs network ` +
+      `permission: ${works}\n`,
+  );
+  await using server = await startRecipe(FILE, {
+    permissions: ["--allow-net=localhost"],
+  });
+  assertMatch(server.stdout, /^Listening on 127\.0\.0\.1:\d+\n/);
+});
+
+/** `deno task 2_5 --host=::1`, as `--help` offers it, serves over IPv6; an IPv6 address and its port print as [::1]:port (IPv4 lines stay as the book's). */
 Deno.test("2_5: deno task 2_5 --host=::1 serves over IPv6", async () => {
   await using task = await startTask("2_5", { args: ["--host=::1"] });
-  assertMatch(task.stdout, /^Listening on ::1:\d+\n/);
+  assertMatch(task.stdout, /^Listening on \[::1\]:\d+\n/);
   await using client = await TestClient.connect(task.port, "::1");
   await client.write("over IPv6\n");
   assertEquals(await client.readLine(), "You said: over IPv6\n");
+  await task.waitFor(/Echo client connected from: \[::1\]:\d+\n/);
   task.killGroup("SIGINT");
   assertEquals((await task.exit()).code, 0);
+  assertMatch(
+    task.stdout,
+    /Echo client \[::1\]:\d+ closed by server shutdown\n/,
+  );
 });
 
 /** argparse's contract: --help exits 0; a missing or bad --port, or a --line-timeout of 0, exits 2 with the usage and one error line. */

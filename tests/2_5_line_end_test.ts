@@ -7,6 +7,7 @@
 import { assert, assertEquals } from "@std/assert";
 import {
   DieselConnection,
+  hostPort,
   lineEnd,
   preview,
 } from "../2_5_echo_server_with_diesel.ts";
@@ -54,11 +55,40 @@ Deno.test("2_5 lineEnd: searchFrom", () => {
 Deno.test("2_5 preview: escapes", () => {
   assertEquals(preview(bytes("Hello\r\n")), '"Hello\\x0d\\x0a"');
   assertEquals(preview(bytes('say "hi" \\')), '"say \\x22hi\\x22 \\x5c"');
-  assertEquals(preview(bytes("é")), '"\\xc3\\xa9"');
+  assertEquals(preview(new Uint8Array([0xc3])), '"\\xc3"'); // half an "é"
   assertEquals(preview(new Uint8Array([0, 0x7f, 0xff])), '"\\x00\\x7f\\xff"');
 });
 
 /** At most 32 bytes of client data, then "..." when there was more; parts read as one. */
+Deno.test("2_5 preview: printable UTF-8 as text, the rest escaped", () => {
+  assertEquals(preview(bytes("é")), '"é"');
+  assertEquals(preview(bytes("NAME: 김철수")), '"NAME: 김철수"');
+  assertEquals(preview(bytes("안녕\r\n")), '"안녕\\x0d\\x0a"');
+  // A C1 control (U+0085) and a format character (U+200B) are escaped.
+  assertEquals(preview(bytes("\u0085\u200b")), '"\\xc2\\x85\\xe2\\x80\\x8b"');
+  // Invalid UTF-8: a stray continuation byte, an overlong "/", a surrogate.
+  assertEquals(preview(new Uint8Array([0x80, 0x41])), '"\\x80A"');
+  assertEquals(preview(new Uint8Array([0xc0, 0xaf])), '"\\xc0\\xaf"');
+  assertEquals(
+    preview(new Uint8Array([0xed, 0xa0, 0x80])),
+    '"\\xed\\xa0\\x80"',
+  );
+  // A character cut by the 32-byte limit shows its first bytes escaped.
+  assertEquals(
+    preview(bytes("x".repeat(31) + "김")),
+    `"${"x".repeat(31)}\\xea..."`,
+  );
+  // A character split across the parts is still one character.
+  const kim = bytes("김");
+  assertEquals(preview(kim.subarray(0, 1), kim.subarray(1)), '"김"');
+});
+
+Deno.test("2_5 hostPort: an IPv6 address in brackets, IPv4 as the book", () => {
+  assertEquals(hostPort("::1", 9131), "[::1]:9131");
+  assertEquals(hostPort("127.0.0.1", 9131), "127.0.0.1:9131");
+  assertEquals(hostPort("localhost", 1), "localhost:1");
+});
+
 Deno.test("2_5 preview: cut at 32 bytes, parts joined", () => {
   assertEquals(preview(bytes("x".repeat(32))), `"${"x".repeat(32)}"`);
   assertEquals(preview(bytes("x".repeat(33))), `"${"x".repeat(32)}..."`);
