@@ -276,7 +276,7 @@ async function main(): Promise<void> {
   const written = await results(rows, machine, await floors(rows));
   const names = Object.keys(written).join(", ");
   for (const dir of targets) {
-    await writeResults(dir, written);
+    await writeResults(dir, written, dir === SAVED);
     console.log(`Wrote ${names} to ${dir}/`);
   }
   if (!save) {

@@ -42,6 +42,8 @@ interface Labels {
   onlyHeld: (held: string) => string;
   title: string;
   subtitle: (machine: Machine, untimed: string[]) => string[];
+  /** A row's status as the subtitle's "not measured" list says it. */
+  status: Record<Row["status"], string>;
   /** Fonts to try in order; a generic family last. */
   font: string;
 }
@@ -78,6 +80,12 @@ const ENGLISH: Labels = {
     `${machine.date}, ${machine.cores} cores, Deno ${machine.deno}, ${machine.seconds} s per run. Shorter is cheaper on the first two axes; longer is more on the third.`,
     ...(untimed.length ? [`Not measured: ${untimed.join(", ")}`] : []),
   ],
+  status: {
+    ok: "ok",
+    failed: "failed",
+    missing: "missing",
+    skipped: "skipped",
+  },
   font: "sans-serif",
 };
 
@@ -129,6 +137,7 @@ const KOREAN: Labels = {
     `${machine.date}, 코어 ${machine.cores}개, Deno ${machine.deno}, 실행마다 ${machine.seconds}초. 앞의 두 축은 짧을수록 가볍고, 세 번째 축은 길수록 많습니다.`,
     ...(untimed.length ? [`측정하지 못함: ${untimed.join(", ")}`] : []),
   ],
+  status: { ok: "정상", failed: "실패", missing: "없음", skipped: "건너뜀" },
   // Korean glyphs: the fonts Korean readers' systems have, a generic family last.
   font:
     "'Noto Sans CJK KR', 'Noto Sans KR', 'Apple SD Gothic Neo', 'Malgun Gothic', NanumGothic, sans-serif",
@@ -357,7 +366,7 @@ export function chartSpec(
   const untimed = [
     ...new Set(
       rows.filter((r) => r.status !== "ok").map((r) =>
-        `${r.server} ${r.status}`
+        `${r.server} ${labels.status[r.status]}`
       ),
     ),
   ];

@@ -25,7 +25,10 @@ export type Results = Record<string, string>;
  * `fresh` results.md with `old`'s hand-measured section (from the
  * HAND_MEASURED line to its end) after it; `fresh` alone when `old` has none.
  */
-export function keepHandMeasured(fresh: string, old: string | undefined) {
+export function keepHandMeasured(
+  fresh: string,
+  old: string | undefined,
+): string {
   const lines = (old ?? "").split("\n");
   const at = lines.indexOf(HAND_MEASURED);
   if (at < 0) return fresh;
@@ -39,16 +42,23 @@ function cannotWrite(dir: string, error: unknown): never {
   Deno.exit(1);
 }
 
-/** Writes `results` into `dir`; into bench/ (--save), results.md keeps its hand-measured section. */
-export async function writeResults(dir: string, results: Results) {
+/**
+ * Writes `results` into `dir`. With `keep` (the committed results, --save),
+ * results.md keeps its hand-measured section from the file it replaces.
+ */
+export async function writeResults(
+  dir: string,
+  results: Results,
+  keep: boolean,
+): Promise<void> {
   try {
     await Deno.mkdir(dir, { recursive: true });
     for (const [name, text] of Object.entries(results)) {
       const path = `${dir}/${name}`;
-      const kept = dir === SAVED && name === "results.md"
-        ? keepHandMeasured(text, await Deno.readTextFile(path).catch(() => ""))
-        : text;
-      await Deno.writeTextFile(path, kept);
+      const old = keep && name === "results.md"
+        ? await Deno.readTextFile(path).catch(() => undefined)
+        : undefined;
+      await Deno.writeTextFile(path, keepHandMeasured(text, old));
     }
   } catch (error) {
     cannotWrite(dir, error);
