@@ -22,8 +22,11 @@
  * section. An --out the task may not write to is refused before anything
  * runs, with the command that would work.
  *
- * The map, from the command line down (a module imports only modules below
- * its own layer; tests/bench_test.ts checks there is no import cycle):
+ * The map, from the command line down: bench.ts imports the scenarios, the
+ * scenarios import the shared modules, no shared module imports a scenario,
+ * and no import cycle exists, type-only or not (tests/bench_test.ts checks
+ * both, walking `deno info --json bench/bench.ts`, and that this map names
+ * every file in bench/):
  *
  *     bench.ts            the command line and the run: rows planned, measured, written
  *     scenarios/          one module per recipe's scenario: what it starts, the load it
