@@ -4,10 +4,11 @@
  * waits 60 s (the benchmark kills it sooner). With N = 0 it is a bare Deno
  * process that waits.
  *
- *     deno run --quiet bench/idle_workers.ts N
+ *     deno eval --quiet "$(cat bench/idle_workers.ts)" N
  *
+ * costs.ts runs it with `deno eval`, as the floors were always measured.
  * Its Worker is a data: URL, an empty module, so the process needs no
- * permission to start one.
+ * permission to start one. Plain JavaScript, since `deno eval` reads it so.
  */
 
 const EMPTY_MODULE = "data:text/javascript,postMessage(0)";
