@@ -5,15 +5,14 @@
  *
  * - 2_3 and 2_4 are servers with a `--port` argument: run as they are.
  * - 2_1 and 2_2 run a demo of two or three clients and exit, so they cannot
- *   be benchmarked as they are. Their server classes can: a `python3 -c`
- *   wrapper loads the script by path (its name starts with a digit, so it
- *   cannot be imported by name), builds the book's `ForkingServer` /
- *   `ThreadedTCPServer` with the book's handler on 127.0.0.1, port 0, prints
- *   the port and calls `serve_forever()` — what the book's `main()` does,
- *   minus the demo clients.
+ *   be benchmarked as they are. Their server classes can:
+ *   bench/book_server.py loads the script by path and serves the book's
+ *   `ForkingServer` / `ThreadedTCPServer` with the book's handler on
+ *   127.0.0.1, port 0, as the book's `main()` does, minus the demo clients.
  * - 2_5 needs diesel, which does not run on Python 3: skipped, saying so.
  */
 
+import { helper } from "./proc.ts";
 import type { ServerSpec } from "./servers.ts";
 
 /** The book's scripts, by scenario. */
@@ -33,21 +32,6 @@ const SERVE: Record<string, { server: string; handler: string }> = {
 
 const LISTENING = /Listening on \S+:(\d+)/;
 
-/**
- * Loads the script at argv[1] by path and serves argv[2] with handler
- * argv[3] on 127.0.0.1 until SIGTERM (Python's default: exit).
- */
-const WRAPPER = `
-import importlib.util, sys
-path, server_class, handler_class = sys.argv[1:4]
-spec = importlib.util.spec_from_file_location("book_recipe", path)
-book = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(book)
-server = getattr(book, server_class)(("127.0.0.1", 0), getattr(book, handler_class))
-print("Listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
-server.serve_forever()
-`.trim();
-
 /** BOOK_DIR as the reader named it, made absolute against where they ran `deno task`. */
 export function bookDir(): string | undefined {
   const dir = Deno.env.get("BOOK_DIR");
@@ -57,15 +41,14 @@ export function bookDir(): string | undefined {
   return `${from}/${dir}`.replace(/\/+$/, "");
 }
 
-/** Does python3 see `path` as a file? (python3 runs it, so it checks; this process needs no read permission there.) */
+/**
+ * Does python3 see `path` as a file? (bench/is_file.py: python3 runs the
+ * script, so it looks; this process needs no read permission there.)
+ */
 async function pythonSees(path: string): Promise<boolean | "no python3"> {
   try {
     const { code } = await new Deno.Command("python3", {
-      args: [
-        "-c",
-        "import os, sys; sys.exit(0 if os.path.isfile(sys.argv[1]) else 1)",
-        path,
-      ],
+      args: [helper("is_file.py"), path],
       stdout: "null",
       stderr: "null",
     }).output();
@@ -104,7 +87,13 @@ export async function bookSpec(
     return {
       label,
       kind: "book",
-      command: ["python3", "-c", WRAPPER, path, serve.server, serve.handler],
+      command: [
+        "python3",
+        helper("book_server.py"),
+        path,
+        serve.server,
+        serve.handler,
+      ],
       ready: LISTENING,
     };
   }

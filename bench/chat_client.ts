@@ -1,16 +1,14 @@
 /**
- * A chat client for the benchmark, in either frame format. Ours is a 4-byte
- * big-endian length + a UTF-8 JSON array; the book's is an 8-byte header (the
- * big-endian length, then 4 zero bytes on 64-bit Linux) + `pickle.dumps(args)`.
- * The pickle payloads we send are made once by asking `python3` for
- * `pickle.dumps`; nothing received is ever unpickled or parsed: the client
- * cuts whole frames and hands their bytes on.
+ * A chat client for the 2_3 load, in either frame format: ours (JSON) or the
+ * book's (pickle), both encoded by recipe 2_3's own `encodeFrame`. Nothing
+ * received is ever unpickled or parsed: the client cuts whole frames and
+ * hands their bytes on.
  */
 
+import { encodeFrame, type Wire } from "../2_3_chat_server_with_select.ts";
 import { writeAll } from "./net.ts";
 import { errorKind } from "./stats.ts";
 
-const encoder = new TextEncoder();
 /** The message the sender repeats; receivers count frames holding "BENCHMSG". */
 export const MESSAGE = "BENCHMSG the quick brown fox jumps over the lazy dog";
 const MAX_FRAME_BYTES = 1024 * 1024;
@@ -22,68 +20,35 @@ export interface ChatFormat {
   frame(text: string): Uint8Array;
 }
 
-function withHeader(payload: Uint8Array, headerBytes: number): Uint8Array {
-  const frame = new Uint8Array(headerBytes + payload.length);
-  new DataView(frame.buffer).setUint32(0, payload.length);
-  frame.set(payload, headerBytes);
-  return frame;
-}
-
-export const JSON_FORMAT: ChatFormat = {
-  name: "json",
-  headerBytes: 4,
-  frame: (text) => withHeader(encoder.encode(JSON.stringify([text])), 4),
-};
-
-/** The book's frames, each payload `pickle.dumps((text,))` made by python3. */
-export async function pickleFormat(texts: string[]): Promise<ChatFormat> {
-  const script = "import pickle,sys\n" +
-    "for a in sys.argv[1:]:\n" +
-    "    p = pickle.dumps((a,))\n" +
-    "    sys.stdout.buffer.write(len(p).to_bytes(4, 'big') + p)\n";
-  const { code, stdout, stderr } = await new Deno.Command("python3", {
-    args: ["-c", script, ...texts],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (code !== 0) {
-    throw new Error(
-      `python3 could not make the pickle payloads: ${
-        new TextDecoder().decode(stderr)
-      }`,
-    );
-  }
+/**
+ * A format whose frames recipe 2_3 encodes (`encodeFrame`, the same bytes
+ * its server and client send), each made once per text: the sender repeats
+ * one message, and the generator's CPU should go to the load, not to
+ * encoding.
+ */
+function format(name: ChatFormat["name"], wire: Wire): ChatFormat {
   const frames = new Map<string, Uint8Array>();
-  let offset = 0;
-  for (const text of texts) {
-    const length = new DataView(stdout.buffer, stdout.byteOffset + offset)
-      .getUint32(0);
-    frames.set(
-      text,
-      withHeader(stdout.subarray(offset + 4, offset + 4 + length), 8),
-    );
-    offset += 4 + length;
-  }
   return {
-    name: "pickle",
-    headerBytes: 8,
+    name,
+    headerBytes: wire === "book8" ? 8 : 4,
     frame(text) {
-      const frame = frames.get(text);
-      if (!frame) {
-        throw new Error(`no pickle payload made for ${JSON.stringify(text)}`);
-      }
+      let frame = frames.get(text);
+      if (!frame) frames.set(text, frame = encodeFrame(text, wire));
       return frame;
     },
   };
 }
 
-/** Every text a run sends, so pickleFormat can make them all at once. */
-export function chatTexts(clients: number): string[] {
-  return [
-    ...Array.from({ length: clients }, (_, i) => `NAME: bench${i}`),
-    ...[0, 1, 2].map((i) => `NAME: check${i}`),
-    MESSAGE,
-  ];
+/** Our frames: a 4-byte big-endian length, then a UTF-8 JSON array. */
+export const JSON_FORMAT: ChatFormat = format("json", "json");
+
+/**
+ * The book's frames on 64-bit Linux: an 8-byte header (the big-endian
+ * length, then 4 zero bytes), then `pickle.dumps((text,))` as Python 3.8+
+ * writes it (recipe 2_3's `encodeBookPickle`, tested against python3).
+ */
+export function pickleFormat(): ChatFormat {
+  return format("pickle", "book8");
 }
 
 /** Does `haystack` hold the bytes of `needle`? */

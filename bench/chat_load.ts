@@ -135,6 +135,113 @@ export async function checkChat(
   }
 }
 
+/**
+ * One run's messages: when each was sent, how many receivers still lack it,
+ * and what the timed window counted (deliveries, per receiver, latencies).
+ */
+class Fanout {
+  measuring = false;
+  measureEnd = Infinity;
+  deliveries = 0;
+  completed = 0;
+  readonly samples = new Samples();
+  readonly sentAt: number[] = [];
+  readonly left: number[] = [];
+  readonly received: number[];
+  readonly inWindow: number[];
+  /** Called when a message completes (or a phase's end passes): send more. */
+  wake = () => {};
+  /** The sender's writes, one after another across both phases (never two at once). */
+  sending = Promise.resolve();
+
+  constructor(readonly receivers: number) {
+    this.received = new Array<number>(receivers).fill(0);
+    this.inWindow = new Array<number>(receivers).fill(0);
+  }
+
+  /** Receiver `r` got its next message; the last receiver completes it. */
+  delivered(r: number): void {
+    const k = this.received[r]++;
+    if (this.measuring && performance.now() <= this.measureEnd) {
+      this.deliveries++;
+      this.inWindow[r]++;
+    }
+    if (--this.left[k] === 0) {
+      if (this.measuring && !Number.isNaN(this.sentAt[k])) {
+        this.samples.add(performance.now() - this.sentAt[k]);
+      }
+      this.completed++;
+      this.wake();
+    }
+  }
+
+  /** Deliveries still owed when the run ended. */
+  get missing(): number {
+    return this.left.reduce((sum, n) => sum + n, 0);
+  }
+}
+
+/** Each receiver counts the message frames it gets; one that closes early is an error. */
+function listen(
+  receivers: ChatClient[],
+  fanout: Fanout,
+  errors: ErrorCounter,
+  finished: () => boolean,
+): void {
+  receivers.forEach((client, r) => {
+    client.onFrame = (payload) => {
+      if (contains(payload, MARKER)) fanout.delivered(r);
+    };
+    client.closed.then((why) => {
+      if (!finished()) errors.add(`receiver ${why}`);
+    });
+  });
+}
+
+/**
+ * One phase of `seconds`: the sender keeps `window` messages in flight
+ * until the phase ends and the last one sent has completed (or stalls for
+ * STALL_MS). `record` stamps the send times the latencies are taken from.
+ */
+function phase(
+  fanout: Fanout,
+  sender: ChatClient,
+  errors: ErrorCounter,
+  window: number,
+  seconds: number,
+  record: boolean,
+): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const end = performance.now() + seconds * 1000;
+    const stallTimer = setTimeout(() => done(), seconds * 1000 + STALL_MS);
+    const endTimer = setTimeout(() => fanout.wake(), seconds * 1000);
+    const done = () => {
+      clearTimeout(stallTimer);
+      clearTimeout(endTimer);
+      fanout.wake = () => {};
+      resolve();
+    };
+    const { sentAt, left } = fanout;
+    fanout.wake = () => {
+      if (performance.now() >= end) {
+        if (fanout.completed === sentAt.length) done();
+        return;
+      }
+      while (
+        sentAt.length - fanout.completed < window && sentAt.length < 50_000_000
+      ) {
+        sentAt.push(record ? performance.now() : NaN);
+        left.push(fanout.receivers);
+        fanout.sending = fanout.sending.then(() => sender.send(MESSAGE))
+          .catch((e) => {
+            errors.add(`send ${errorKind(e)}`);
+          });
+      }
+    };
+    fanout.wake();
+  });
+}
+
 /** The timed run: `clients` join, client 0 sends with at most `window` in flight. */
 export async function chatLoad(
   port: number,
@@ -152,87 +259,26 @@ export async function chatLoad(
     }
     const [sender, ...receivers] = joined;
     const errors = new ErrorCounter();
-    let measuring = false;
-    let measureEnd = Infinity;
-    let deliveries = 0;
-    const samples = new Samples();
-    const sentAt: number[] = [];
-    const left: number[] = [];
-    let completed = 0;
-    const received = new Array<number>(receivers.length).fill(0);
-    const inWindow = new Array<number>(receivers.length).fill(0);
-    let sending = Promise.resolve();
-    let wake = () => {};
-
-    receivers.forEach((client, r) => {
-      client.onFrame = (payload) => {
-        if (!contains(payload, MARKER)) return;
-        const k = received[r]++;
-        if (measuring && performance.now() <= measureEnd) {
-          deliveries++;
-          inWindow[r]++;
-        }
-        if (--left[k] === 0) {
-          if (measuring && !Number.isNaN(sentAt[k])) {
-            samples.add(performance.now() - sentAt[k]);
-          }
-          completed++;
-          wake();
-        }
-      };
-      client.closed.then((why) => {
-        if (!finished) errors.add(`receiver ${why}`);
-      });
-    });
-
-    const phase = (seconds: number, record: boolean) =>
-      new Promise<void>((resolve) => {
-        const end = performance.now() + seconds * 1000;
-        const stallTimer = setTimeout(() => done(), seconds * 1000 + STALL_MS);
-        const endTimer = setTimeout(() => wake(), seconds * 1000);
-        const done = () => {
-          clearTimeout(stallTimer);
-          clearTimeout(endTimer);
-          wake = () => {};
-          resolve();
-        };
-        wake = () => {
-          const now = performance.now();
-          if (now >= end) {
-            if (completed === sentAt.length) done();
-            return;
-          }
-          while (
-            sentAt.length - completed < window && sentAt.length < 50_000_000
-          ) {
-            sentAt.push(record ? performance.now() : NaN);
-            left.push(receivers.length);
-            sending = sending.then(() => sender.send(MESSAGE)).catch((e) => {
-              errors.add(`send ${errorKind(e)}`);
-            });
-          }
-        };
-        wake();
-      });
-
-    await phase(phases.warmup, false);
-    measuring = true;
-    measureEnd = performance.now() + phases.seconds * 1000;
+    const fanout = new Fanout(receivers.length);
+    listen(receivers, fanout, errors, () => finished);
+    await phase(fanout, sender, errors, window, phases.warmup, false);
+    fanout.measuring = true;
+    fanout.measureEnd = performance.now() + phases.seconds * 1000;
     const cpu = cpuMeter();
-    await phase(phases.seconds, true);
+    await phase(fanout, sender, errors, window, phases.seconds, true);
     const generatorCpu = cpu();
-    measuring = false;
+    fanout.measuring = false;
     finished = true;
-    const missing = left.reduce((sum, n) => sum + n, 0);
-    if (missing > 0) errors.add("undelivered", missing);
+    if (fanout.missing > 0) errors.add("undelivered", fanout.missing);
+    const { samples } = fanout;
     return {
-      count: deliveries,
+      count: fanout.deliveries,
       seconds: phases.seconds,
       p50: samples.quantile(0.5),
       p99: samples.quantile(0.99),
       errors: { ...errors.counts },
       notes: [`${samples.size} messages to ${receivers.length} receivers`],
-      perConnection: inWindow,
+      perConnection: fanout.inWindow,
       generatorCpu,
     };
   } finally {

@@ -20,14 +20,10 @@ export interface Cost {
   note: string;
 }
 
-import { treeMemory } from "./memory.ts";
+import { helper, treeMemory } from "./proc.ts";
+import { median } from "./stats.ts";
 
 const N = 20;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
 
 async function denoProcess(): Promise<number> {
   const times: number[] = [];
@@ -41,7 +37,7 @@ async function denoProcess(): Promise<number> {
     if (code !== 0) throw new Error(`deno eval exited ${code}`);
     times.push(performance.now() - began);
   }
-  return median(times);
+  return median(times) ?? NaN;
 }
 
 async function worker(): Promise<number> {
@@ -55,34 +51,19 @@ async function worker(): Promise<number> {
     w.terminate();
     times.push(performance.now() - began);
   }
-  return median(times);
+  return median(times) ?? NaN;
 }
 
-/** Python's fork()+exit+wait and Thread start+join, timed by python3 itself. */
 /** Python's costs, in ms. */
 interface PythonStarts {
   fork: number;
   thread: number;
 }
 
+/** Python's fork()+exit+wait and Thread start+join, timed by python3 itself (bench/python_floors.py). */
 async function python(): Promise<PythonStarts> {
-  const script = `
-import os, threading, time
-def median(f, n=${N * 10}):
-    times = []
-    for _ in range(n):
-        began = time.perf_counter(); f(); times.append(time.perf_counter() - began)
-    return sorted(times)[n // 2] * 1000
-def fork():
-    pid = os.fork()
-    if pid == 0: os._exit(0)
-    os.waitpid(pid, 0)
-def thread():
-    t = threading.Thread(target=lambda: None); t.start(); t.join()
-print(median(fork), median(thread))
-`;
   const { code, stdout } = await new Deno.Command("python3", {
-    args: ["-c", script],
+    args: [helper("python_floors.py"), String(N * 10)],
     stdout: "piped",
     stderr: "null",
   }).output();
@@ -95,10 +76,16 @@ print(median(fork), median(thread))
 /** How many at once the memory floors hold (their mean is one's cost). */
 const HELD = 40;
 
-/** Starts a Deno process running `script`, which prints a line when ready. */
-async function started(script: string): Promise<Deno.ChildProcess> {
+/**
+ * Starts a `deno eval` process running bench/idle_workers.ts with `workers`
+ * idle Workers; resolves once it says "ready". The file's text goes to
+ * `deno eval`, so the floor is the same kind of process it always measured
+ * (an eval'd script); the program itself is a file that lint and check see.
+ */
+async function started(workers: number): Promise<Deno.ChildProcess> {
+  const script = await Deno.readTextFile(helper("idle_workers.ts"));
   const child = new Deno.Command("deno", {
-    args: ["eval", "--quiet", script],
+    args: ["eval", "--quiet", script, String(workers)],
     stdout: "piped",
     stderr: "null",
   }).spawn();
@@ -129,49 +116,49 @@ async function sumKb(
   return kb;
 }
 
-const WAIT = `console.log("ready"); setTimeout(() => {}, 60_000);`;
-
-/**
- * The memory floors, measured as the scenario measures 2_1 and 2_2: HELD
- * bare Deno processes that started and wait (their PSS, shared pages split
- * between them, / HELD), and one Deno process's PSS growth when it holds
- * HELD idle Workers (/ HELD).
- */
 /** The Deno floors' memory, in KB (undefined where it could not be measured). */
 interface DenoMemory {
   processKb?: number;
   workerKb?: number;
 }
 
-async function denoMemory(): Promise<DenoMemory> {
+/**
+ * A Deno process's memory floor, measured as the scenario measures 2_1: HELD
+ * bare Deno processes that started and wait (their PSS, shared pages split
+ * between them, / HELD).
+ */
+async function processMemory(): Promise<number | undefined> {
   const processes: Deno.ChildProcess[] = [];
-  let processKb: number | undefined;
   try {
-    for (let i = 0; i < HELD; i++) processes.push(await started(WAIT));
+    for (let i = 0; i < HELD; i++) processes.push(await started(0));
     await new Promise((r) => setTimeout(r, 300));
     const kb = await sumKb(processes);
-    processKb = kb === undefined ? undefined : kb / HELD;
+    return kb === undefined ? undefined : kb / HELD;
   } finally {
     await stopAll(processes);
   }
-  const withWorkers = (workers: number) => `
-    for (let i = 0; i < ${workers}; i++) {
-      const w = new Worker("data:text/javascript,postMessage(0)", { type: "module" });
-      await new Promise((resolve) => w.onmessage = resolve);
-    }
-    ${WAIT}`;
-  const bare = await started(withWorkers(0));
-  const busy = await started(withWorkers(HELD));
+}
+
+/**
+ * A Worker's memory floor, measured as the scenario measures 2_2: one Deno
+ * process's PSS growth when it holds HELD idle Workers (/ HELD).
+ */
+async function workerMemory(): Promise<number | undefined> {
+  const bare = await started(0);
+  const busy = await started(HELD);
   try {
     await new Promise((r) => setTimeout(r, 300));
     const [a, b] = [await sumKb([bare]), await sumKb([busy])];
-    const workerKb = a !== undefined && b !== undefined
+    return a !== undefined && b !== undefined
       ? Math.max(0, b - a) / HELD
       : undefined;
-    return { processKb, workerKb };
   } finally {
     await stopAll([bare, busy]);
   }
+}
+
+async function denoMemory(): Promise<DenoMemory> {
+  return { processKb: await processMemory(), workerKb: await workerMemory() };
 }
 
 async function attempt<T>(fn: () => Promise<T>): Promise<T | undefined> {

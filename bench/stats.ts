@@ -1,10 +1,10 @@
 /**
- * What every load run reports, and the arithmetic shared by the generators:
- * latency samples, percentiles, error counts by kind.
+ * What every timed load run reports, and the arithmetic shared by the
+ * generators and the memory scenario: latency samples, percentiles, the
+ * median, error counts by kind. Imports nothing of a scenario.
  */
 
 import process from "node:process";
-import type { HeldResult } from "./memory.ts";
 
 /** The outcome of one timed load run. */
 export interface LoadResult {
@@ -25,8 +25,13 @@ export interface LoadResult {
   perConnection?: number[];
   /** The load generator's CPU time over the timed window, as a share of one core. */
   generatorCpu?: number;
-  /** The memory scenario's result (a held-open load, not a timed one). */
-  held?: HeldResult;
+}
+
+/** The middle value (the upper one of the two middles for an even count); undefined for none. */
+export function median(values: number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
 }
 
 /**

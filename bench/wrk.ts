@@ -15,6 +15,7 @@
 import type { LoadResult } from "./stats.ts";
 import type { Phases } from "./load.ts";
 import { HOST } from "./net.ts";
+import { helper } from "./proc.ts";
 
 /** Does `program` run? (`wrk` has no --version exit 0, so any start counts.) */
 export function installed(program: string): boolean {
@@ -109,19 +110,6 @@ interface WrkRun {
 }
 
 /**
- * Runs `command` and, on its last stderr line, its children's CPU seconds
- * (getrusage(RUSAGE_CHILDREN) once it has exited): wrk's own CPU time,
- * whatever pins it, measured by the kernel rather than sampled.
- */
-const RUSAGE = `
-import resource, subprocess, sys
-code = subprocess.run(sys.argv[1:]).returncode
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print("cpu-seconds %f" % (usage.ru_utime + usage.ru_stime), file=sys.stderr)
-sys.exit(code)
-`.trim();
-
-/**
  * Runs wrk to its end; with `measureCpu` (and python3 installed), also its
  * share of one core over its `seconds`.
  */
@@ -131,7 +119,10 @@ async function runWrk(
   measureCpu = false,
 ): Promise<WrkRun> {
   const measured = measureCpu && installed("python3");
-  const argv = measured ? ["python3", "-c", RUSAGE, ...command] : command;
+  // bench/wrk_cpu.py runs wrk and prints the CPU seconds it used (see there).
+  const argv = measured
+    ? ["python3", helper("wrk_cpu.py"), ...command]
+    : command;
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
     stdout: "piped",

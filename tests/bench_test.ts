@@ -3,8 +3,10 @@
  * permissions) on one cheap scenario for one second, writing into a
  * throwaway folder, so the committed bench/results.* are never touched (a
  * test checks they are not). These tests check that the table, results.md
- * and results.svg come out well-formed and agree with each other; no test
- * asserts a speed.
+ * and the two charts come out well-formed and agree with each other; no test
+ * asserts a speed. In-process: the module layout (no import cycle, nothing
+ * shared imports a scenario, the map in bench.ts names every file) and
+ * --save's hand-measured section.
  */
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
@@ -12,7 +14,12 @@ import { bookScript, DENO, run } from "./harness.ts";
 import { bookDir, bookSpec } from "../bench/book.ts";
 import { Server } from "../bench/servers.ts";
 import { exchange } from "../bench/net.ts";
-import { givenBack } from "../bench/memory.ts";
+import { givenBack } from "../bench/hold.ts";
+import {
+  HAND_MEASURED,
+  keepHandMeasured,
+  writeResults,
+} from "../bench/files.ts";
 
 const BENCH_MS = 180_000;
 
@@ -156,7 +163,7 @@ function shellWords(line: string): string[] {
 /** The committed results, to show a run without --save leaves them alone. */
 async function committedResults(): Promise<string[]> {
   return await Promise.all(
-    ["bench/results.md", "bench/results.svg"].map((f) =>
+    ["bench/results.md", "bench/results.svg", "bench/results.ko.svg"].map((f) =>
       Deno.readTextFile(f).catch(() => "(absent)")
     ),
   );
@@ -300,10 +307,30 @@ Deno.test("bench: an --out outside bench/ is refused before the run with the com
       texts.includes(`${held.p50} ms`),
       `the chart labels ours with its start time, ${held.p50} ms`,
     );
+    const ko = await Deno.readTextFile(`${dir}/results.ko.svg`);
+    assertWellFormedSvg(ko);
+    const koTexts = svgTexts(ko);
+    for (
+      const title of [
+        "연결 하나 시작 (ms)",
+        "연결당 메모리 (KB)",
+        "코어 하나가 초당 처리하는 양",
+        "2_5 · 하나의 이벤트 루프: 에코",
+        "이식판 (Deno)",
+      ]
+    ) {
+      assert(koTexts.includes(title), `the Korean chart shows "${title}"`);
+    }
+    assert(
+      koTexts.includes(`${best} 왕복/초`),
+      `the Korean chart labels ours with its best rate, ${best} 왕복/초`,
+    );
+    // Korean glyphs from whichever font the reader has, a generic family last.
+    assertMatch(ko, /font-family="[^"]*Noto Sans CJK KR[^"]*sans-serif"/);
     assertEquals(
       await committedResults(),
       before,
-      "without --save, bench/results.md and bench/results.svg are unchanged",
+      "without --save, the committed bench/results.* are unchanged",
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -498,4 +525,129 @@ Deno.test("bench: the idle wait after the join notices takes the memory once it 
   );
   assertEquals(gone.memory.kb, peak.kb);
   assertEquals(gone.seconds, undefined);
+});
+
+/** A module as `deno info --json` lists it: what it imports, as code or as types. */
+interface InfoModule {
+  specifier: string;
+  dependencies?: {
+    code?: { specifier?: string };
+    type?: { specifier?: string };
+  }[];
+}
+
+/** The local modules `deno info` finds from bench/bench.ts, each with what it imports (type-only too). */
+async function benchGraph(): Promise<Map<string, string[]>> {
+  const info = await run(DENO, ["info", "--json", "bench/bench.ts"]);
+  assertEquals(info.code, 0, info.stderr);
+  const root = new URL("../", import.meta.url).href;
+  const local = (specifier?: string) =>
+    specifier?.startsWith(root) ? specifier.slice(root.length) : undefined;
+  const graph = new Map<string, string[]>();
+  const modules: InfoModule[] = JSON.parse(info.stdout).modules;
+  for (const module of modules) {
+    const from = local(module.specifier);
+    if (!from) continue;
+    const to = (module.dependencies ?? []).flatMap((d) => [
+      local(d.code?.specifier),
+      local(d.type?.specifier),
+    ]).filter((s): s is string => s !== undefined);
+    graph.set(from, [...new Set(to)]);
+  }
+  return graph;
+}
+
+/** A cycle in `graph` as its path ("a -> b -> a"), or undefined. */
+function findCycle(graph: Map<string, string[]>): string | undefined {
+  const state = new Map<string, "open" | "done">();
+  const path: string[] = [];
+  const visit = (node: string): string | undefined => {
+    if (state.get(node) === "done") return undefined;
+    if (state.get(node) === "open") {
+      return [...path.slice(path.indexOf(node)), node].join(" -> ");
+    }
+    state.set(node, "open");
+    path.push(node);
+    for (const next of graph.get(node) ?? []) {
+      const cycle = visit(next);
+      if (cycle) return cycle;
+    }
+    path.pop();
+    state.set(node, "done");
+    return undefined;
+  };
+  for (const node of graph.keys()) {
+    const cycle = visit(node);
+    if (cycle) return cycle;
+  }
+  return undefined;
+}
+
+Deno.test("bench: the cycle finder finds a cycle, type-only or not, and passes a tree", () => {
+  const tree = new Map([["a", ["b", "c"]], ["b", ["c"]], ["c", []]]);
+  assertEquals(findCycle(tree), undefined);
+  const loop = new Map([["a", ["b"]], ["b", ["c"]], ["c", ["a"]]]);
+  assertEquals(findCycle(loop), "a -> b -> c -> a");
+});
+
+/**
+ * The layout issue 22 asks for: no import cycle among bench/'s modules
+ * (type-only imports count), no shared module imports a scenario, and the
+ * map in bench.ts's header names every file in bench/.
+ */
+Deno.test("bench: no import cycle, shared modules import no scenario, bench.ts maps the folder", async () => {
+  const graph = await benchGraph();
+  assert(graph.has("bench/scenarios/2_3_chat.ts"), [...graph.keys()].join());
+  assertEquals(findCycle(graph), undefined, "an import cycle in bench/");
+  for (const [from, to] of graph) {
+    if (from === "bench/bench.ts" || from.startsWith("bench/scenarios/")) {
+      continue;
+    }
+    const scenarios = to.filter((m) => m.startsWith("bench/scenarios/"));
+    assertEquals(scenarios, [], `${from} is shared but imports a scenario`);
+  }
+  const header = (await Deno.readTextFile("bench/bench.ts")).split("*/")[0];
+  const files: string[] = [];
+  for (const folder of ["bench", "bench/scenarios"]) {
+    for await (const entry of Deno.readDir(folder)) {
+      if (entry.isFile && /\.(ts|py)$/.test(entry.name)) {
+        files.push(entry.name);
+      }
+    }
+  }
+  for (const file of files) {
+    assert(header.includes(file), `bench.ts's map names ${file}`);
+  }
+});
+
+/** --save keeps the committed results.md's hand-measured section; other files and --out are written as they are. */
+Deno.test("bench: --save carries the hand-measured section over into the new results.md", async () => {
+  const section =
+    `${HAND_MEASURED}\n\n## 2_5 fairness under the C load generator\n\n| a | b |\n|---|---|\n| 1 | 2 |\n`;
+  const old = `# Benchmark results\n\nold table\n\n${section}`;
+  const fresh = "# Benchmark results\n\nnew table\n";
+  const kept = keepHandMeasured(fresh, old);
+  assertEquals(kept, `# Benchmark results\n\nnew table\n\n${section}`);
+  assertEquals(keepHandMeasured(fresh, kept), kept, "saved again: one section");
+  assertEquals(keepHandMeasured(fresh, "# no section here\n"), fresh);
+  assertEquals(keepHandMeasured(fresh, undefined), fresh);
+  // The marker only counts as a line of its own.
+  assertEquals(keepHandMeasured(fresh, `text ${HAND_MEASURED}\n`), fresh);
+
+  const dir = await Deno.makeTempDir({ prefix: "bench-save-" });
+  try {
+    await Deno.writeTextFile(`${dir}/results.md`, old);
+    const results = { "results.md": fresh, "results.svg": "<svg/>" };
+    await writeResults(dir, results, true);
+    assertEquals(await Deno.readTextFile(`${dir}/results.md`), kept);
+    assertEquals(await Deno.readTextFile(`${dir}/results.svg`), "<svg/>");
+    // Saved again: the section is there once, not twice.
+    await writeResults(dir, results, true);
+    assertEquals(await Deno.readTextFile(`${dir}/results.md`), kept);
+    // Without keep (--out): the fresh file alone.
+    await writeResults(dir, results, false);
+    assertEquals(await Deno.readTextFile(`${dir}/results.md`), fresh);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
