@@ -712,7 +712,11 @@ export async function readInputs(
     try {
       python = await Deno.readTextFile(path);
     } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      // A BOOK_DIR that is a file, not a folder, is as wrong as a missing one.
+      if (
+        !(error instanceof Deno.errors.NotFound ||
+          error instanceof Deno.errors.NotADirectory)
+      ) throw error;
       throw new InputError(
         `${path} does not exist: BOOK_DIR must name ${BOOK_SOURCE}`,
       );
