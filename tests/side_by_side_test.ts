@@ -339,7 +339,8 @@ Deno.test("side by side: the task, with BOOK_DIR empty or wrong, prints one line
     unset.stderr,
     /^BOOK_DIR is not set: .*2_1_forking_mixin_socket_server\.py.*PacktPublishing.*\n$/,
   );
-  const empty = await Deno.makeTempDir({ prefix: "side_by_side_book_" });
+  // A space in the path: the task's read permission names it whole.
+  const empty = await Deno.makeTempDir({ prefix: "side by side book " });
   try {
     const missing = await sideBySideTask(empty);
     assertEquals(missing.code, 1, missing.stderr);
