@@ -720,8 +720,8 @@ let flushTimer: ReturnType<typeof setTimeout> | undefined;
 /**
  * Python's print(), batched: the first line starts a 10 ms timer, and the
  * timer writes all lines printed by then in one write to stdout: a write
- * per line cost about 30% of the throughput under wrk (the book prints every
- * head). A trace line writes the batch at once (printTrace), so the order
+ * per line cost 8% and 22% of the throughput in two wrk runs (the book
+ * prints every head). A trace line writes the batch at once (printTrace), so the order
  * of what a terminal shows never changes.
  * The pending timer also keeps the process alive until the lines are out.
  */
