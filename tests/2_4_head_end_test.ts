@@ -55,3 +55,30 @@ Deno.test("2_4 preview: escaped, quoted, cut at 32 bytes", () => {
   assertEquals(preview(bytes("x".repeat(33))), `"${"x".repeat(32)}..."`);
   assertEquals(preview(new Uint8Array(0)), '""');
 });
+
+/** Valid, printable UTF-8 (Korean, an accent) is shown as text. */
+Deno.test("2_4 preview: printable UTF-8 as text", () => {
+  const utf8 = (text: string) => new TextEncoder().encode(text);
+  assertEquals(preview(utf8("NAME: 김철수")), '"NAME: 김철수"');
+  assertEquals(preview(utf8("café\r\n")), '"café\\x0d\\x0a"');
+  // A character the 32-byte cut would split is left out whole, then "...".
+  assertEquals(preview(utf8("x".repeat(31) + "김")), `"${"x".repeat(31)}..."`);
+  assertEquals(preview(utf8("x".repeat(29) + "김")), `"${"x".repeat(29)}김"`);
+});
+
+/** Invalid UTF-8 and non-printing characters stay escaped, byte by byte. */
+Deno.test("2_4 preview: invalid UTF-8, C1 controls and format characters escaped", () => {
+  // A lone continuation byte, a lead byte without its continuation, an
+  // overlong "/" (C0 AF), a UTF-16 surrogate encoded in UTF-8 (ED A0 80).
+  assertEquals(
+    preview(bytes("\x80 \xc3( \xc0\xaf \xed\xa0\x80")),
+    '"\\x80 \\xc3( \\xc0\\xaf \\xed\\xa0\\x80"',
+  );
+  // U+0085 (a C1 control, C2 85) and U+202E (right-to-left override, E2 80 AE).
+  assertEquals(
+    preview(bytes("\xc2\x85\xe2\x80\xae")),
+    '"\\xc2\\x85\\xe2\\x80\\xae"',
+  );
+  // A truncated sequence at the very end of what was read.
+  assertEquals(preview(bytes("ok\xea\xb9")), '"ok\\xea\\xb9"');
+});

@@ -1,9 +1,11 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
 import {
+  ALLOW_NET,
   assertArgparse,
   assertPortInUse,
   DENO,
   have,
+  Recipe,
   run,
   servedAfterResets,
   startRecipe,
@@ -373,7 +375,7 @@ Deno.test("2_4: --trace prints the loop's steps, client data escaped and cut", a
   );
   assertEquals(slowLines, [
     'trace: connection 1: EPOLLIN, read 25 bytes "GET /two/parts HTTP/1.0\\x0d\\x0a", head not complete (25 bytes so far)',
-    'trace: connection 1: EPOLLIN, read 10 bytes "X: \\x1b\\xc3\\xa9\\x0d\\x0a\\x0d\\x0a", head complete',
+    'trace: connection 1: EPOLLIN, read 10 bytes "X: \\x1bé\\x0d\\x0a\\x0d\\x0a", head complete',
     `trace: connection 1: EPOLLOUT, sent ${RESPONSE.length} bytes, all sent`,
     "trace: connection 1: EPOLLHUP, closed",
   ]);
@@ -455,3 +457,94 @@ Deno.test({
 if (!have("chromium")) {
   console.warn("skipping the Chromium test: chromium is not installed");
 }
+
+/**
+ * Runs its arguments with stderr joined to stdout, as a terminal shows both:
+ * one stream, in the order the process wrote them.
+ */
+const JOINED =
+  "import os, sys; os.dup2(1, 2); os.execvp(sys.argv[1], sys.argv[1:])";
+
+/** As on a terminal (stdout and stderr one stream): the head prints in the EPOLLIN branch, before that connection's EPOLLOUT and EPOLLHUP lines, as in the book; counts of one say "1 byte". */
+Deno.test({
+  name: "2_4: --trace on a terminal: each head before its EPOLLOUT line",
+  ignore: !have("python3"),
+  async fn() {
+    await using server = new Recipe(FILE, [
+      "-c",
+      JOINED,
+      DENO,
+      "run",
+      "--quiet",
+      ALLOW_NET,
+      FILE,
+      "--trace",
+      "--port=0",
+    ], "python3");
+    const port = Number((await server.waitFor(/Listening on \S+:(\d+)/))[1]);
+    await using client = await TestClient.connect(port);
+    await client.write("G");
+    await server.waitFor(
+      'connection 1: EPOLLIN, read 1 byte "G", head not complete (1 byte so far)\n',
+    );
+    await client.write("ET /order HTTP/1.0\r\n\r\n");
+    assertEquals(decoder.decode(await client.readUntilClose()), RESPONSE);
+    await server.waitFor("trace: connection 1: EPOLLHUP, closed\n");
+    server.kill("SIGINT");
+    assertEquals((await server.exit()).code, 0);
+    const steps = server.stdout.split("\n").filter((line) =>
+      /^(trace: connection 1:|-{40}$|GET \/order)/.test(line)
+    );
+    assertEquals(steps, [
+      'trace: connection 1: EPOLLIN, read 1 byte "G", head not complete (1 byte so far)',
+      'trace: connection 1: EPOLLIN, read 22 bytes "ET /order HTTP/1.0\\x0d\\x0a\\x0d\\x0a", head complete',
+      DASHES,
+      "GET /order HTTP/1.0\r",
+      `trace: connection 1: EPOLLOUT, sent ${RESPONSE.length} bytes, all sent`,
+      "trace: connection 1: EPOLLHUP, closed",
+    ]);
+  },
+});
+
+/** A connection that ends without sending a byte (a browser's spare connection, `nc -z`) is logged as such, not as "mid-request". */
+Deno.test("2_4: a client that sends nothing is logged as sending no request", async () => {
+  await using server = await startRecipe(FILE);
+  const silent = await TestClient.connect(server.port);
+  silent.close();
+  await server.waitFor(/connection 1: closed by the client, no request sent\n/);
+  await using quitter = await TestClient.connect(server.port);
+  await quitter.write("GET / HT");
+  await quitter.closeWrite();
+  await server.waitFor(/connection 2: closed by the client mid-request\n/);
+});
+
+/** `deno run` without --allow-net and with --no-prompt: the error names the default host and the whole command that works, and that command does work. */
+Deno.test("2_4: no network permission for the default host names the command that works", async () => {
+  const result = await run(DENO, ["run", "--no-prompt", FILE, "--port=0"]);
+  assertEquals(result.code, 1, result.stderr);
+  assertEquals(
+    result.stderr,
+    "Error: listening on localhost needs network permission: deno run " +
+      `--allow-net=localhost ${FILE} --port=0 (or: deno task 2_4 --port=0)\n`,
+  );
+  await using server = await startRecipe(FILE, {
+    permissions: ["--allow-net=localhost"],
+  });
+  assertEquals(await request(server.port, "GET / HTTP/1.0\r\n\r\n"), RESPONSE);
+});
+
+/** Over IPv6, the trace writes the client's address as [::1]:port. */
+Deno.test("2_4: --trace writes an IPv6 client's address in brackets", async () => {
+  await using task = await startTask("2_4", {
+    args: ["--host=::1", "--trace"],
+  });
+  const response = await fetch(`http://[::1]:${task.port}/`);
+  assertEquals(await response.text(), "\nHello from Epoll Server!");
+  await task.waitFor(/GET \/ HTTP\/1\.1\r\n/);
+  task.killGroup("SIGINT");
+  assertEquals((await task.exit()).code, 0);
+  assertMatch(
+    task.stderr,
+    /^trace: listening socket: accepted connection 1 from \[::1\]:\d+, registered for EPOLLIN$/m,
+  );
+});

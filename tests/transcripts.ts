@@ -20,12 +20,12 @@ import {
 } from "./harness.ts";
 
 /**
- * Sessions that need a peer program (or, as "BOOK_DIR", the book's own
- * scripts), which the README test skips without.
+ * Sessions that need peer programs (comma-separated; or, as "BOOK_DIR",
+ * the book's own scripts), which the README test skips without.
  */
 export const NEEDS: Record<string, string> = {
   "2_4": "curl",
-  "2_4-trace": "curl",
+  "2_4-trace": "curl,python3",
   "2_3-book": "BOOK_DIR",
 };
 
@@ -164,27 +164,35 @@ async function epollSession(): Promise<string> {
 }
 
 /**
- * 2_4 with `--trace`: the same curl request, and the loop's steps on stderr.
- * On a terminal the trace lines, written at once, come before the head,
- * which the server prints in its next batch (10 ms later).
+ * 2_4 with `--trace`: the same curl request, and the loop's steps on stderr,
+ * shown as a terminal shows both: the server runs with its stderr joined to
+ * its stdout (by a python3 launcher), so the lines come in the order it
+ * wrote them.
  */
 async function epollTraceSession(): Promise<string> {
-  await using server = await startRecipe(
-    "2_4_simple_web_server_with_epoll.ts",
-    {
-      args: ["--trace"],
-    },
-  );
-  const url = `http://localhost:${server.port}/`;
+  const file = "2_4_simple_web_server_with_epoll.ts";
+  const joined =
+    "import os, sys; os.dup2(1, 2); os.execvp(sys.argv[1], sys.argv[1:])";
+  await using server = new Recipe(file, [
+    "-c",
+    joined,
+    "deno",
+    "run",
+    "--quiet",
+    "--allow-net=localhost,127.0.0.1",
+    file,
+    "--trace",
+    "--port=0",
+  ], "python3");
+  const port = Number((await server.waitFor(/Listening on \S+:(\d+)/))[1]);
+  const url = `http://localhost:${port}/`;
   await run("curl", ["-sS", "--max-time", "10", url]);
-  await server.waitFor(/User-Agent: curl\/[^]*?\n\n/);
+  await server.waitFor(/EPOLLHUP, closed\n/);
   server.kill("SIGINT");
   await server.exit();
-  const [started, listening, ...rest] = server.stdout.split("\n");
-  const shown = [started, listening, server.stderr.trimEnd(), ...rest];
   return terminal(
     "deno task 2_4 --port=8800 --trace",
-    showPort(shown.join("\n"), server.port),
+    showPort(server.stdout, port),
   );
 }
 
@@ -372,7 +380,8 @@ export function missingPeer(name: string): string | undefined {
   if (needs === "BOOK_DIR") {
     return bookScript("2_3_chat_server_with_select.py").skip;
   }
-  return have(needs) ? undefined : `no ${needs}`;
+  const missing = needs.split(",").find((program) => !have(program));
+  return missing === undefined ? undefined : `no ${missing}`;
 }
 
 /** Hides what differs from run to run: PIDs, ports, connection numbers, timings. */
