@@ -535,22 +535,12 @@ export function preview(bytes: Uint8Array): string {
 /**
  * The length of the valid UTF-8 character that starts at `bytes[i]`, or 0
  * if none does (a stray continuation byte, an overlong form, a surrogate, a
- * sequence cut short by the end of the data). The lead byte tells the
- * length; the strict decoder (`fatal`) throws on anything invalid.
+ * sequence cut short by the end of the data). The first byte tells the
+ * length (utf8Lead); the strict decoder (`fatal`) throws on anything else
+ * invalid.
  */
 function utf8Size(bytes: Uint8Array, i: number): number {
-  const lead = bytes[i];
-  const size = lead < 0x80
-    ? 1
-    : lead < 0xc2
-    ? 0
-    : lead < 0xe0
-    ? 2
-    : lead < 0xf0
-    ? 3
-    : lead < 0xf5
-    ? 4
-    : 0;
+  const size = utf8Lead(bytes[i]);
   if (size === 0 || i + size > bytes.length) return 0;
   try {
     strictUtf8.decode(bytes.subarray(i, i + size));
@@ -558,6 +548,20 @@ function utf8Size(bytes: Uint8Array, i: number): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * How long a UTF-8 character is, told by its first byte: 1 for ASCII, 2, 3
+ * or 4 for a lead byte, 0 for a byte no character starts with (0x80-0xbf
+ * continue one; 0xc0, 0xc1 and 0xf5-0xff never appear in UTF-8).
+ */
+function utf8Lead(byte: number): number {
+  if (byte < 0x80) return 1;
+  if (byte < 0xc2) return 0;
+  if (byte < 0xe0) return 2;
+  if (byte < 0xf0) return 3;
+  if (byte < 0xf5) return 4;
+  return 0;
 }
 
 /**
