@@ -17,6 +17,11 @@ import {
   startRecipe,
   TestClient,
 } from "./harness.ts";
+import {
+  address,
+  plural,
+  preview,
+} from "../2_1_forking_mixin_socket_server.ts";
 
 const FILE = "2_1_forking_mixin_socket_server.ts";
 // What `deno task 2_1` grants: the recipe spawns `deno` from PATH.
@@ -168,9 +173,9 @@ Deno.test("2_1: killing a handler process closes only its connection", async () 
 
 /**
  * With --timeout=1 a handler whose client sends nothing is killed after one
- * second and its client disconnected.
+ * second, and its client is told why in one line, then disconnected.
  */
-Deno.test("2_1: a client that never sends is cut off at --timeout", async () => {
+Deno.test("2_1: a client that never sends is told, then cut off at --timeout", async () => {
   await using server = await startRecipe(FILE, {
     ...SERVE,
     args: ["--serve", "--timeout=1"],
@@ -180,7 +185,10 @@ Deno.test("2_1: a client that never sends is cut off at --timeout", async () => 
     /Handler PID (\d+) timed out after 1 s, killing it\n/,
   );
   await server.waitFor(`Handler PID ${pid} was killed by SIGKILL`);
-  assert(await silent.closedByPeer(), "the silent client is disconnected");
+  assertEquals(
+    decoder.decode(await silent.readUntilClose()),
+    "Timed out after 1 s: closing the connection.\r\n",
+  );
 });
 
 /**
@@ -189,7 +197,12 @@ Deno.test("2_1: a client that never sends is cut off at --timeout", async () => 
  * every step.
  */
 Deno.test("2_1: 100 concurrent connections never hold more than 40 handlers", async () => {
-  await using server = await startRecipe(FILE, SERVE);
+  // This test is about the limit: a long --timeout keeps a handler that
+  // waited for 40 others to start on a busy machine from being cut off.
+  await using server = await startRecipe(FILE, {
+    ...SERVE,
+    args: ["--serve", "--timeout=120"],
+  });
   const clients = await Promise.all(
     Array.from({ length: 100 }, () => TestClient.connect(server.port)),
   );
@@ -307,20 +320,99 @@ Deno.test("2_1: Ctrl-C under `deno task 2_1 --serve`: one shutdown line, exit 0,
 
 /**
  * Handlers are spawned as `deno`, so --allow-run may name deno or this Deno
- * binary's path; without --allow-run the server names the flag it needs and
- * exits 1.
+ * binary's path.
  */
-Deno.test("2_1: --allow-run naming this Deno binary works too; no --allow-run is an error", async () => {
-  {
-    await using server = await startRecipe(FILE, {
-      args: ["--serve"],
-      permissions: [PERMISSIONS[0], `--allow-run=${Deno.execPath()}`],
-    });
-    await exchange(server.port, encoder.encode("by path"));
+Deno.test("2_1: --allow-run naming this Deno binary works too", async () => {
+  await using server = await startRecipe(FILE, {
+    args: ["--serve"],
+    permissions: [PERMISSIONS[0], `--allow-run=${Deno.execPath()}`],
+  });
+  await exchange(server.port, encoder.encode("by path"));
+});
+
+/**
+ * Without a permission it needs (none, no --allow-run, or no --allow-net),
+ * the server prompts for nothing: one error gives the whole command that
+ * works, with the arguments it was given, and `deno task 2_1`; exit 1.
+ */
+Deno.test("2_1: a missing permission is one error with the whole command that works", async () => {
+  const path = new URL(`../${FILE}`, import.meta.url).pathname;
+  for (const given of [[], [PERMISSIONS[0]], [PERMISSIONS[1]]]) {
+    const denied = await run(DENO, [
+      "run",
+      "--no-prompt",
+      ...given,
+      FILE,
+      "--serve",
+      "--port=0",
+    ]);
+    assertEquals(denied.code, 1, `${given}: ${denied.stderr}`);
+    assertEquals(
+      denied.stderr,
+      `Error: the server needs ${PERMISSIONS.join(" ")} (its handlers are ` +
+        `deno processes); run it as\n` +
+        `  deno run ${PERMISSIONS.join(" ")} ${path} --serve --port=0\n` +
+        `or, in the recipe's folder,\n  deno task 2_1 --serve --port=0\n`,
+      `given ${given.join(" ") || "no permission"}`,
+    );
   }
-  const denied = await run(DENO, ["run", PERMISSIONS[0], FILE, "--serve"]);
-  assertEquals(denied.code, 1);
-  assertMatch(denied.stderr, /^Error: handler processes need --allow-run=deno/);
+});
+
+/**
+ * A count in a printed line is in good English: one handler, not "1
+ * handlers", at shutdown and in a trace's byte counts.
+ */
+Deno.test("2_1: one handler at shutdown is 'killing 1 handler'", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  await using client = await TestClient.connect(server.port);
+  await server.waitFor(/\(1 of 40 running\)\n/);
+  server.kill("SIGTERM");
+  assertEquals((await server.exit()).code, 0, server.transcript);
+  assertMatch(server.stdout, /\nShutting down: killing 1 handler\.\.\.\n/);
+  assert(await client.closedByPeer());
+});
+
+Deno.test("2_1: plural() counts in good English", () => {
+  assertEquals(
+    [0, 1, 2].map((n) => plural(n, "byte")),
+    ["0 bytes", "1 byte", "2 bytes"],
+  );
+});
+
+/** An IPv6 address is printed in brackets beside its port, as in a URL. */
+Deno.test("2_1: address() brackets IPv6 and leaves IPv4 as the book prints it", () => {
+  const at = (hostname: string) =>
+    address({ transport: "tcp", hostname, port: 8800 });
+  assertEquals(at("127.0.0.1"), "127.0.0.1:8800");
+  assertEquals(at("::1"), "[::1]:8800");
+  assertEquals(at("fe80::1%eth0"), "[fe80::1%eth0]:8800");
+});
+
+/**
+ * A trace preview shows valid, printable UTF-8 as text (Korean included)
+ * and escapes what could be misread or drive a terminal: control bytes,
+ * invalid or cut UTF-8, quotes and backslashes; at most 32 bytes.
+ */
+Deno.test("2_1: preview() shows printable UTF-8 as text and escapes the rest", () => {
+  const bytes = (...parts: (string | number[])[]) =>
+    new Uint8Array(
+      parts.flatMap((p) => typeof p === "string" ? [...encoder.encode(p)] : p),
+    );
+  const cases: [Uint8Array, string][] = [
+    [bytes("NAME: 김철수"), '"NAME: 김철수"'],
+    [bytes('say "hi" \\ é'), '"say \\x22hi\\x22 \\x5c é"'],
+    [bytes("a\x01\x1b[2J\t\r\n\x7f"), '"a\\x01\\x1b[2J\\x09\\x0d\\x0a\\x7f"'],
+    [bytes("\u0085\u202e\u200b"), '"\\xc2\\x85\\xe2\\x80\\xae\\xe2\\x80\\x8b"'],
+    [bytes([0xff, 0xc0, 0xaf], "ok"), '"\\xff\\xc0\\xafok"'],
+    [bytes([0xed, 0xa0, 0x80]), '"\\xed\\xa0\\x80"'], // a surrogate
+    [bytes("김", [0xea, 0xb9]), '"김\\xea\\xb9"'], // cut at the end
+    [bytes("a".repeat(32)), `"${"a".repeat(32)}"`],
+    [bytes("a".repeat(33)), `"${"a".repeat(32)}..."`],
+    // "김" would cross the 32-byte limit: left to the "...".
+    [bytes("a".repeat(30), "김"), `"${"a".repeat(30)}..."`],
+    [bytes(""), '""'],
+  ];
+  for (const [data, shown] of cases) assertEquals(preview(data), shown);
 });
 
 /**
@@ -444,7 +536,7 @@ Deno.test("2_1: --trace prints accepted, spawned, started (and how fast), read, 
     `accepted ${client}`,
     `spawned handler PID ${pid} for ${client}`,
     `handler PID ${pid} started, \\d+\\.\\d ms after its spawn`,
-    `handler PID ${pid} read 45 bytes: "say \\\\x22hi\\\\x22\\\\x01\\\\xc3\\\\xa9 and then a long tail\\.\\.\\."`,
+    `handler PID ${pid} read 45 bytes: "say \\\\x22hi\\\\x22\\\\x01é and then a long tail\\.\\.\\."`,
     `handler PID ${pid} replied ${
       45 + `${pid}: `.length
     } bytes: "${pid}: say .*\\.\\.\\."`,

@@ -12,6 +12,11 @@ import {
   startRecipe,
   TestClient,
 } from "./harness.ts";
+import {
+  address,
+  plural,
+  preview,
+} from "../2_2_threading_mixin_socket_server.ts";
 
 const FILE = "2_2_threading_mixin_socket_server.ts";
 // What `deno task 2_2` grants: each Worker loads this file, so it reads it.
@@ -113,16 +118,20 @@ Deno.test("2_2: a client that leaves without sending is logged; the server goes 
 
 /**
  * With --timeout=1 a thread whose client sends nothing is terminated after one
- * second, its client disconnected, and the next client served.
+ * second, its client told why in one line and disconnected, and the next
+ * client served.
  */
-Deno.test("2_2: a client that never sends is cut off at --timeout", async () => {
+Deno.test("2_2: a client that never sends is told, then cut off at --timeout", async () => {
   await using server = await startRecipe(FILE, {
     ...SERVE,
     args: ["--serve", "--timeout=1"],
   });
   await using silent = await TestClient.connect(server.port);
   await server.waitFor(/Thread-1 timed out after 1 s; terminated \(0 of 40/);
-  assert(await silent.closedByPeer(), "the silent client is disconnected");
+  assertEquals(
+    decoder.decode(await silent.readUntilClose()),
+    "Timed out after 1 s: closing the connection.\r\n",
+  );
   await exchange(server.port, encoder.encode("after the timeout"));
 });
 
@@ -131,7 +140,12 @@ Deno.test("2_2: a client that never sends is cut off at --timeout", async () => 
  * client is answered, and the logged running count is right at every step.
  */
 Deno.test("2_2: 100 concurrent connections never hold more than 40 Workers", async () => {
-  await using server = await startRecipe(FILE, SERVE);
+  // This test is about the limit: a long --timeout keeps a handler that
+  // waited for 40 others to start on a busy machine from being cut off.
+  await using server = await startRecipe(FILE, {
+    ...SERVE,
+    args: ["--serve", "--timeout=120"],
+  });
   const clients = await Promise.all(
     Array.from({ length: 100 }, () => TestClient.connect(server.port)),
   );
@@ -240,17 +254,92 @@ Deno.test("2_2: Ctrl-C under `deno task 2_2 --serve`: one shutdown line, exit 0,
 });
 
 /**
- * Each handler Worker loads this file, so without read access to it the server
- * names the --allow-read flag, with the full path, and exits 1.
+ * Without a permission it needs (none, no --allow-read of itself, or no
+ * --allow-net), the server prompts for nothing: one error gives the whole
+ * command that works, with the full path (so it works from any folder) and
+ * the arguments it was given, and `deno task 2_2`; exit 1.
  */
-Deno.test("2_2: without read access to itself it says so and exits 1", async () => {
-  const denied = await run(DENO, ["run", PERMISSIONS[0], FILE, "--serve"]);
-  assertEquals(denied.code, 1);
-  // The full path, so the named flag works from any folder.
+Deno.test("2_2: a missing permission is one error with the whole command that works", async () => {
+  const path = new URL(`../${FILE}`, import.meta.url).pathname;
+  const needed = `--allow-net=localhost,127.0.0.1 --allow-read=${path}`;
+  for (const given of [[], [PERMISSIONS[0]], [PERMISSIONS[1]]]) {
+    const denied = await run(DENO, [
+      "run",
+      "--no-prompt",
+      ...given,
+      FILE,
+      "--serve",
+      "--port=0",
+    ]);
+    assertEquals(denied.code, 1, `${given}: ${denied.stderr}`);
+    assertEquals(
+      denied.stderr,
+      `Error: the server needs ${needed} (its handler Workers load this ` +
+        `file); run it as\n  deno run ${needed} ${path} --serve --port=0\n` +
+        `or, in the recipe's folder,\n  deno task 2_2 --serve --port=0\n`,
+      `given ${given.join(" ") || "no permission"}`,
+    );
+  }
+});
+
+/**
+ * A count in a printed line is in good English: one thread, not "1
+ * threads", at shutdown, and "1 byte" in a trace.
+ */
+Deno.test("2_2: one thread at shutdown is 'terminating 1 thread'", async () => {
+  await using server = await startRecipe(FILE, SERVE);
+  await using client = await TestClient.connect(server.port);
+  await server.waitFor(/\(1 of 40 running\)\n/);
+  server.kill("SIGTERM");
+  assertEquals((await server.exit()).code, 0, server.transcript);
   assertMatch(
-    denied.stderr,
-    /^Error: handler Workers need --allow-read=\/\S+\/2_2_threading_mixin_socket_server\.ts\n$/,
+    server.stdout,
+    /\nShutting down: terminating 1 thread\.\.\.\n/,
   );
+  assert(await client.closedByPeer());
+});
+
+Deno.test("2_2: plural() counts in good English", () => {
+  assertEquals(
+    [0, 1, 2].map((n) => plural(n, "byte")),
+    ["0 bytes", "1 byte", "2 bytes"],
+  );
+});
+
+/** An IPv6 address is printed in brackets beside its port, as in a URL. */
+Deno.test("2_2: address() brackets IPv6 and leaves IPv4 as the book prints it", () => {
+  const at = (hostname: string) =>
+    address({ transport: "tcp", hostname, port: 8800 });
+  assertEquals(at("127.0.0.1"), "127.0.0.1:8800");
+  assertEquals(at("::1"), "[::1]:8800");
+  assertEquals(at("fe80::1%eth0"), "[fe80::1%eth0]:8800");
+});
+
+/**
+ * A trace preview shows valid, printable UTF-8 as text (Korean included)
+ * and escapes what could be misread or drive a terminal: control bytes,
+ * invalid or cut UTF-8, quotes and backslashes; at most 32 bytes.
+ */
+Deno.test("2_2: preview() shows printable UTF-8 as text and escapes the rest", () => {
+  const bytes = (...parts: (string | number[])[]) =>
+    new Uint8Array(
+      parts.flatMap((p) => typeof p === "string" ? [...encoder.encode(p)] : p),
+    );
+  const cases: [Uint8Array, string][] = [
+    [bytes("NAME: 김철수"), '"NAME: 김철수"'],
+    [bytes('say "hi" \\ é'), '"say \\x22hi\\x22 \\x5c é"'],
+    [bytes("a\x01\x1b[2J\t\r\n\x7f"), '"a\\x01\\x1b[2J\\x09\\x0d\\x0a\\x7f"'],
+    [bytes("\u0085\u202e\u200b"), '"\\xc2\\x85\\xe2\\x80\\xae\\xe2\\x80\\x8b"'],
+    [bytes([0xff, 0xc0, 0xaf], "ok"), '"\\xff\\xc0\\xafok"'],
+    [bytes([0xed, 0xa0, 0x80]), '"\\xed\\xa0\\x80"'], // a surrogate
+    [bytes("김", [0xea, 0xb9]), '"김\\xea\\xb9"'], // cut at the end
+    [bytes("a".repeat(32)), `"${"a".repeat(32)}"`],
+    [bytes("a".repeat(33)), `"${"a".repeat(32)}..."`],
+    // "김" would cross the 32-byte limit: left to the "...".
+    [bytes("a".repeat(30), "김"), `"${"a".repeat(30)}..."`],
+    [bytes(""), '""'],
+  ];
+  for (const [data, shown] of cases) assertEquals(preview(data), shown);
 });
 
 /**
@@ -363,7 +452,7 @@ Deno.test("2_2: --trace prints accepted, new Worker, started (and how fast), rea
     `accepted ${client}`,
     `new Worker ${thread} for ${client}`,
     `${thread} started, \\d+\\.\\d ms after new Worker\\(\\)`,
-    `${thread} read 45 bytes: "say \\\\x22hi\\\\x22\\\\x01\\\\xc3\\\\xa9 and then a long tail\\.\\.\\."`,
+    `${thread} read 45 bytes: "say \\\\x22hi\\\\x22\\\\x01é and then a long tail\\.\\.\\."`,
     `${thread} replied ${
       thread.length + 2 + 45
     } bytes: "${thread}: say .*\\.\\.\\."`,
