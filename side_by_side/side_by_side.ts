@@ -104,10 +104,15 @@ export class InputError extends Error {}
 /** A marker quoting a line the book's script does not have. */
 export class MarkerError extends InputError {}
 
-/** Lines of the recipe, 1-based and inclusive; empty when `to < from`. */
+/**
+ * Lines of the recipe, 1-based and inclusive; empty when `to < from`.
+ * `skip` lists lines inside it that are not shown (the markers, when a
+ * comment written above them belongs to the code below them).
+ */
 export interface Span {
   from: number;
   to: number;
+  skip?: number[];
 }
 
 /** One row of the page's table. */
@@ -150,9 +155,31 @@ function trimSpan(lines: string[], span: Span): Span {
   return { from, to };
 }
 
-/** How many lines a span holds. */
+/** How many lines a span shows. */
 export function spanLength(span: Span): number {
-  return Math.max(0, span.to - span.from + 1);
+  return Math.max(0, span.to - span.from + 1 - (span.skip?.length ?? 0));
+}
+
+/** The numbers of the lines a span shows, in order. */
+function spanLines(span: Span): number[] {
+  const skip = new Set(span.skip ?? []);
+  const numbers: number[] = [];
+  for (let n = span.from; n <= span.to; n++) {
+    if (!skip.has(n)) numbers.push(n);
+  }
+  return numbers;
+}
+
+/**
+ * Where the comment that ends just above line `stop` begins (a doc comment
+ * or `//` lines with no blank line before the stop), or `stop` if none: such
+ * a comment introduces the code under the marker at `stop`, so it is shown
+ * there, not under the marker before it.
+ */
+function commentAbove(lines: string[], stop: number, floor: number): number {
+  let k = stop - 1;
+  while (k >= floor && /^\s*(\/\/|\/\*|\*)/.test(lines[k - 1])) k--;
+  return k + 1;
 }
 
 /**
@@ -201,8 +228,16 @@ export function outlinePage(
   };
   const parts: Part[] = [];
   const groups: { markers: Marker[]; book: BookLine[]; port: Span }[] = [];
+  // A comment right under a run's markers (and nothing else) stays with
+  // that run: it says what became of its book lines.
+  const leadOf = (end: number, from: number) => {
+    if (!markerLines.has(end)) return end;
+    const start = commentAbove(lines, end, from);
+    return start === from ? end : start;
+  };
   const first = nextStop(1);
-  const preamble = trimSpan(lines, { from: 1, to: first - 1 });
+  const firstLead = leadOf(first, 1);
+  const preamble = trimSpan(lines, { from: 1, to: firstLead - 1 });
   if (spanLength(preamble) > 0) {
     parts.push({
       kind: "preamble",
@@ -211,17 +246,21 @@ export function outlinePage(
       port: preamble,
     });
   }
+  // Where the next run's comment (shown with it) begins; see commentAbove.
   let i = first;
+  let lead = firstLead;
   while (i <= lines.length) {
     if (headingAt.has(i)) {
       const end = nextStop(i + 1);
+      const cut = leadOf(end, i + 1);
       parts.push({
         kind: "section",
         title: headingAt.get(i)!,
         line: i,
-        port: trimSpan(lines, { from: i + 1, to: end - 1 }),
+        port: trimSpan(lines, { from: i + 1, to: cut - 1 }),
       });
       i = end;
+      lead = cut;
       continue;
     }
     const run: Marker[] = [];
@@ -230,7 +269,16 @@ export function outlinePage(
       i++;
     }
     const end = nextStop(i);
-    const port = trimSpan(lines, { from: i, to: end - 1 });
+    const cut = leadOf(end, i);
+    const below = trimSpan(lines, { from: i, to: cut - 1 });
+    const port: Span = lead < run[0].line
+      ? {
+        from: lead,
+        to: Math.max(below.to, run[run.length - 1].line),
+        skip: run.map((m) => m.line),
+      }
+      : below;
+    lead = cut;
     const paired = run.flatMap((m) => bookLineOf.get(m.line) ?? []);
     if (paired.length > 0) {
       groups.push({ markers: run, book: paired, port });
@@ -377,10 +425,7 @@ function portBlock(
   span: Span,
 ): string {
   if (spanLength(span) === 0) return "";
-  const numbers = Array.from(
-    { length: spanLength(span) },
-    (_, k) => span.from + k,
-  );
+  const numbers = spanLines(span);
   const dedent = Math.min(
     ...numbers.map((n) => source[n - 1])
       .filter((text) => text.trim() !== "")

@@ -227,6 +227,32 @@ Deno.test("side by side: a book code line no marker quotes is marked, in place",
   assertEquals(rows[6].gaps.size, 0);
 });
 
+Deno.test("side by side: a comment just above a marker, after code, is shown with that marker's Deno", () => {
+  const port = MADE_UP_PORT.replace(
+    "    // book: return 1\n",
+    "    /** The book's answer. */\n    // book: return 1\n",
+  );
+  const outline = outlinePage(MADE_UP.port, MADE_UP_BOOK, port);
+  const summary = rowSummary(outline);
+  // `run()`'s cell stops before the comment; `return 1`'s starts with it,
+  // its marker line left out.
+  assertEquals(summary.slice(8, 10), [
+    "pair 9,10,11 | 9-10",
+    "pair 12 | 11-15",
+  ]);
+  const pair = outline.rows.find((r) =>
+    r.kind === "pair" && r.port.from === 11
+  );
+  if (pair?.kind !== "pair") throw new Error("no row's cell starts at line 11");
+  assertEquals(pair.port.skip, [12]);
+  const rows = renderedRows(renderPage(MADE_UP, MADE_UP_BOOK, port, outline));
+  const cell = rows.find((r) => r.port.includes("The book's answer"))!;
+  assert(
+    cell.port.indexOf("The book's answer") < cell.port.indexOf("return 1"),
+  );
+  assert(!cell.port.includes("// book:"), cell.port);
+});
+
 Deno.test("side by side: a marker the book does not have is refused, naming the recipe, its line and text", async () => {
   const port = MADE_UP_PORT.replace("// book: return 1", "// book: return 2");
   const error = assertThrows(
