@@ -5,6 +5,7 @@ import {
   assertPortInUse,
   DENO,
   have,
+  HEADLESS_CHROMIUM,
   Recipe,
   run,
   servedAfterResets,
@@ -429,14 +430,7 @@ Deno.test({
     const profile = await Deno.makeTempDir({ prefix: "2_4_chromium_" });
     try {
       const chromium = await run("chromium", [
-        "--headless",
-        "--no-sandbox", // as root
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
+        ...HEADLESS_CHROMIUM,
         `--user-data-dir=${profile}`,
         "--dump-dom",
         `http://localhost:${server.port}/`,

@@ -112,6 +112,23 @@ export function bookScript(
 }
 
 /**
+ * Headless Chromium's flags, as root on a machine with no network beyond
+ * loopback: without the background-networking ones it keeps trying hosts
+ * this machine cannot reach. Add `--user-data-dir` (a fresh folder) and what
+ * to do (`--dump-dom URL`).
+ */
+export const HEADLESS_CHROMIUM = [
+  "--headless",
+  "--no-sandbox", // as root
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-quic",
+];
+
+/**
  * The text of one of the book's scripts in BOOK_DIR, or the reason to skip
  * (as bookScript). python3 reads it, so the tests need no read permission on
  * the reader's folder.

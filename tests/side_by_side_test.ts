@@ -27,7 +27,14 @@ import {
   renderPage,
   writePages,
 } from "../side_by_side/side_by_side.ts";
-import { have, readBookScript, ROOT, run, withDeadline } from "./harness.ts";
+import {
+  have,
+  HEADLESS_CHROMIUM,
+  readBookScript,
+  ROOT,
+  run,
+  withDeadline,
+} from "./harness.ts";
 
 const MADE_UP_BOOK = `#!/usr/bin/env python
 # A made-up script
@@ -433,13 +440,7 @@ for (const recipe of RECIPES) {
 /** Headless Chromium's DOM of a page on disk. */
 async function dumpDom(file: string, profile: string): Promise<string> {
   const chromium = await run("chromium", [
-    "--headless",
-    "--no-sandbox", // as root
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    ...HEADLESS_CHROMIUM,
     `--user-data-dir=${profile}`,
     "--dump-dom",
     `file://${file}`,
