@@ -6,6 +6,7 @@ import {
   bookScript,
   DENO,
   have,
+  previewCases,
   resetAfterSending,
   run,
   servedAfterResets,
@@ -315,31 +316,11 @@ Deno.test("2_2: address() brackets IPv6 and leaves IPv4 as the book prints it", 
   assertEquals(at("fe80::1%eth0"), "[fe80::1%eth0]:8800");
 });
 
-/**
- * A trace preview shows valid, printable UTF-8 as text (Korean included)
- * and escapes what could be misread or drive a terminal: control bytes,
- * invalid or cut UTF-8, quotes and backslashes; at most 32 bytes.
- */
+/** A trace preview shows printable UTF-8 as text and escapes the rest (the harness's previewCases). */
 Deno.test("2_2: preview() shows printable UTF-8 as text and escapes the rest", () => {
-  const bytes = (...parts: (string | number[])[]) =>
-    new Uint8Array(
-      parts.flatMap((p) => typeof p === "string" ? [...encoder.encode(p)] : p),
-    );
-  const cases: [Uint8Array, string][] = [
-    [bytes("NAME: 김철수"), '"NAME: 김철수"'],
-    [bytes('say "hi" \\ é'), '"say \\x22hi\\x22 \\x5c é"'],
-    [bytes("a\x01\x1b[2J\t\r\n\x7f"), '"a\\x01\\x1b[2J\\x09\\x0d\\x0a\\x7f"'],
-    [bytes("\u0085\u202e\u200b"), '"\\xc2\\x85\\xe2\\x80\\xae\\xe2\\x80\\x8b"'],
-    [bytes([0xff, 0xc0, 0xaf], "ok"), '"\\xff\\xc0\\xafok"'],
-    [bytes([0xed, 0xa0, 0x80]), '"\\xed\\xa0\\x80"'], // a surrogate
-    [bytes("김", [0xea, 0xb9]), '"김\\xea\\xb9"'], // cut at the end
-    [bytes("a".repeat(32)), `"${"a".repeat(32)}"`],
-    [bytes("a".repeat(33)), `"${"a".repeat(32)}..."`],
-    // "김" would cross the 32-byte limit: left to the "...".
-    [bytes("a".repeat(30), "김"), `"${"a".repeat(30)}..."`],
-    [bytes(""), '""'],
-  ];
-  for (const [data, shown] of cases) assertEquals(preview(data), shown);
+  for (const [data, shown] of previewCases()) {
+    assertEquals(preview(data), shown);
+  }
 });
 
 /**

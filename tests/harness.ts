@@ -112,6 +112,34 @@ export function bookScript(
 }
 
 /**
+ * What a recipe's trace `preview()` must show for some client bytes: valid,
+ * printable UTF-8 as text (Korean included), and escaped what could be
+ * misread or drive a terminal (control and format characters, invalid or cut
+ * UTF-8, quotes and backslashes); at most 32 bytes, then "...".
+ */
+export function previewCases(): [Uint8Array, string][] {
+  const encoder = new TextEncoder();
+  const bytes = (...parts: (string | number[])[]) =>
+    new Uint8Array(
+      parts.flatMap((p) => typeof p === "string" ? [...encoder.encode(p)] : p),
+    );
+  return [
+    [bytes("NAME: 김철수"), '"NAME: 김철수"'],
+    [bytes('say "hi" \\ é'), '"say \\x22hi\\x22 \\x5c é"'],
+    [bytes("a\x01\x1b[2J\t\r\n\x7f"), '"a\\x01\\x1b[2J\\x09\\x0d\\x0a\\x7f"'],
+    [bytes("\u0085\u202e\u200b"), '"\\xc2\\x85\\xe2\\x80\\xae\\xe2\\x80\\x8b"'],
+    [bytes([0xff, 0xc0, 0xaf], "ok"), '"\\xff\\xc0\\xafok"'],
+    [bytes([0xed, 0xa0, 0x80]), '"\\xed\\xa0\\x80"'], // a surrogate
+    [bytes("김", [0xea, 0xb9]), '"김\\xea\\xb9"'], // cut at the end
+    [bytes("a".repeat(32)), `"${"a".repeat(32)}"`],
+    [bytes("a".repeat(33)), `"${"a".repeat(32)}..."`],
+    // "김" would cross the 32-byte limit: left to the "...".
+    [bytes("a".repeat(30), "김"), `"${"a".repeat(30)}..."`],
+    [bytes(""), '""'],
+  ];
+}
+
+/**
  * Headless Chromium's flags, as root on a machine with no network beyond
  * loopback: without the background-networking ones it keeps trying hosts
  * this machine cannot reach. Add `--user-data-dir` (a fresh folder) and what
