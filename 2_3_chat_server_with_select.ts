@@ -213,7 +213,8 @@ export class ChatServer {
     // book: break
     // One event at a time, each from one input that was ready; `break` ends
     // the loop (where the book set running = False). Waiting on the inputs
-    // cannot fail: each turns its errors into events.
+    // cannot fail: each turns its errors into events (a stdin that cannot be
+    // read ends as at the end of input).
     // book: for sock in readable:
     for await (const event of ready) {
       // book: if sock == self.server:
@@ -683,7 +684,6 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * The three frames a connection may speak:
  * The three frames a connection may speak, told apart by the byte after the
  * first 4 of its first frame (see `detectWire`):
  * - "json": this project's frame, a 4-byte big-endian length, then UTF-8 JSON
@@ -1607,7 +1607,19 @@ async function* stdinLines(who: "server" | "client"): AsyncGenerator<Event> {
   let pending = "";
   let cut = false; // past MAX_LINE_CHARS: dropping the rest of this line
   while (true) {
-    const n = await Deno.stdin.read(chunk);
+    let n: number | null;
+    try {
+      n = await Deno.stdin.read(chunk);
+    } catch (error) {
+      // A stdin that cannot be read at all (`nohup … &` at a terminal gives
+      // one open for writing only): the same as its end, with a line why.
+      const { message } = error as Error;
+      console.error(
+        `Note: stdin cannot be read (${message}); the ${who} goes on ` +
+          "as at the end of input.",
+      );
+      break;
+    }
     if (n === null) break;
     let rest = text.decode(chunk.subarray(0, n), { stream: true });
     let end = rest.indexOf("\n");

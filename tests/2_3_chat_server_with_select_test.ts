@@ -281,6 +281,40 @@ Deno.test("2_3: end of stdin does not stop the server; SIGINT and SIGTERM do, ex
   }
 });
 
+/** A stdin that cannot be read (open for writing only, as `nohup … &` gives at a terminal) does not crash the server: it says so in one line and serves on, as at the end of stdin. */
+Deno.test("2_3: a server whose stdin cannot be read says so and serves on", async () => {
+  // python3 opens /dev/null for writing only as fd 0, then becomes deno.
+  const writeOnlyStdin = "import os, sys\n" +
+    "os.dup2(os.open('/dev/null', os.O_WRONLY), 0)\n" +
+    "os.execvp(sys.argv[1], sys.argv[1:])";
+  await using server = new Recipe(FILE, [
+    "-c",
+    writeOnlyStdin,
+    DENO,
+    "run",
+    "--quiet",
+    ALLOW_NET,
+    FILE,
+    "--name=server",
+    "--port=0",
+  ], "python3");
+  const listening = /Server listening to port: (\d+) \.\.\.\n/;
+  server.port = Number((await server.waitFor(listening))[1]);
+  await using c1 = await startClient(server, "client1");
+  await using raw = await joinRaw(server.port, "raw");
+  await c1.waitFor("(Connected: New client (2) from raw@127.0.0.1)\n");
+  server.kill("SIGTERM");
+  assertEquals((await server.exit()).code, 0, server.transcript);
+  assertMatch(server.stdout, /\nShutting down server\.\.\.\n$/);
+  assertMatch(
+    server.stderr,
+    /^Note: stdin cannot be read \(.+\); the server goes on as at the end of input\.\n/,
+  );
+  assert(await raw.closedByPeer());
+  await c1.waitFor("> Client shutting down.\n");
+  assertEquals((await c1.exit()).code, 0);
+});
+
 /** A terminal's Ctrl-C signals `deno task` and the script at once, right after the ready line: one shutdown line, exit 0, every time. */
 Deno.test("2_3: Ctrl-C to the process group of 'deno task 2_3' shuts down once, exit 0", async () => {
   await assertCtrlCUnderTask("2_3", {
