@@ -11,6 +11,7 @@ import {
   lineEnd,
   preview,
 } from "../2_5_echo_server_with_diesel.ts";
+import { previewCases } from "./harness.ts";
 
 const encoder = new TextEncoder();
 const bytes = (text: string) => encoder.encode(text);
@@ -73,11 +74,15 @@ Deno.test("2_5 preview: printable UTF-8 as text, the rest escaped", () => {
     preview(new Uint8Array([0xed, 0xa0, 0x80])),
     '"\\xed\\xa0\\x80"',
   );
-  // A character cut by the 32-byte limit shows its first bytes escaped.
+  // A character cut by the 32-byte limit is left to the "...", as in the
+  // other recipes.
   assertEquals(
     preview(bytes("x".repeat(31) + "김")),
-    `"${"x".repeat(31)}\\xea..."`,
+    `"${"x".repeat(31)}..."`,
   );
+  for (const [data, shown] of previewCases()) {
+    assertEquals(preview(data), shown);
+  }
   // A character split across the parts is still one character.
   const kim = bytes("김");
   assertEquals(preview(kim.subarray(0, 1), kim.subarray(1)), '"김"');
