@@ -158,6 +158,12 @@ export class ThreadedTCPServer {
       await this.#waitForRoom();
       const conn = await this.#accept();
       if (conn === null) break; // shutdown() closed the listener
+      if (this.#shuttingDown) {
+        // Accepted in the same turn as the signal: shutdown() has already
+        // stopped every handler, so this one must not start.
+        closeQuietly(conn);
+        break;
+      }
       this.trace?.(`accepted ${address(conn.remoteAddr)}`);
       // Not awaited: the loop goes back to accept() while this client is
       // served, as serve_forever() does once the thread has started. The
