@@ -473,7 +473,9 @@ export class ChatClient {
       console.log(`Now connected to chat server@ port ${port}`);
       // book: self.connected = True
       channel = new Channel(connected.value, 0, wire);
-      channel.maxFrame = 3 * MAX_FRAME_BYTES; // our text, plus a name
+      // A text relayed from a book-wire client may grow six times in our
+      // JSON frame (each control character becomes \u00XX), plus a name.
+      channel.maxFrame = 7 * MAX_FRAME_BYTES;
       // book: send(self.sock,'NAME: ' + self.name)
       channel.sendText(NAME_PREFIX + name);
       trace?.(`connected, NAME sent in ${wire} frames`);

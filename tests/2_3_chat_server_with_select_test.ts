@@ -14,7 +14,7 @@ import {
   TestClient,
   withDeadline,
 } from "./harness.ts";
-import { ChatServer } from "../2_3_chat_server_with_select.ts";
+import { ChatServer, encodeFrame } from "../2_3_chat_server_with_select.ts";
 
 const FILE = "2_3_chat_server_with_select.ts";
 const encoder = new TextEncoder();
@@ -279,6 +279,21 @@ Deno.test("2_3: end of stdin does not stop the server; SIGINT and SIGTERM do, ex
     await c1.waitFor("> Client shutting down.\n");
     assertEquals((await c1.exit()).code, 0);
   }
+});
+
+/** A book-wire client's 65,000 control characters fit its 64 KiB frame, but relayed to a Deno client as JSON they take six bytes each: the Deno client still takes the frame and stays in the room. */
+Deno.test("2_3: a book-wire message that grows sixfold in JSON still reaches a Deno client", async () => {
+  await using server = await startServer();
+  await using c1 = await startClient(server, "client1");
+  // The book's frames come from the recipe's encodeFrame(), which
+  // tests/2_3_book_pickle_test.ts checks against python3's own pickle.
+  await using book = await TestClient.connect(server.port);
+  await book.write(encodeFrame("NAME: book", "book8"));
+  await c1.waitFor("(Connected: New client (2) from book@127.0.0.1)\n");
+  await book.write(encodeFrame("\x01".repeat(65_000), "book8"));
+  await book.write(encodeFrame("after", "book8"));
+  await c1.waitFor("#[book@127.0.0.1]>>after\n");
+  assert(!c1.stdout.includes("Client shutting down."), c1.stdout.slice(-200));
 });
 
 /** A stdin that cannot be read (open for writing only, as `nohup … &` gives at a terminal) does not crash the server: it says so in one line and serves on, as at the end of stdin. */
