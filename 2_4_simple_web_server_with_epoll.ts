@@ -22,7 +22,8 @@
  * Fixed from the book:
  * - a client half-closing mid-request made the loop spin; it is closed;
  * - a reset ended the server; it closes that connection only;
- * - a head over 8 KiB gets a 431; one not complete in 10 s is closed;
+ * - a head over 8 KiB gets a 431; one not complete in --header-timeout
+ *   seconds (default 10) is closed;
  * - the response says `Connection: close`, since the server closes after it;
  * - the printed head has its control characters escaped.
  */

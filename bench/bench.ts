@@ -78,7 +78,12 @@ import {
   type Row,
   textTable,
 } from "./report.ts";
-import { heldLabel, type Load, type Scenario } from "./scenario.ts";
+import {
+  heldLabel,
+  type Load,
+  MEMORY_UNIT,
+  type Scenario,
+} from "./scenario.ts";
 import { forking } from "./scenarios/2_1_forking.ts";
 import { threading } from "./scenarios/2_2_threading.ts";
 import { chat } from "./scenarios/2_3_chat.ts";
@@ -120,7 +125,7 @@ function baseRow(
   return {
     scenario: scenario.id,
     title: scenario.title,
-    unit: load.kind === "held" ? "KB per connection" : scenario.unit,
+    unit: load.kind === "held" ? MEMORY_UNIT : scenario.unit,
     server: spec.label,
     kind: spec.kind,
     load: load.kind === "held"

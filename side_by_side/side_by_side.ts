@@ -30,6 +30,7 @@ import python from "highlight.js/lib/languages/python";
 // @ts-types="./highlight_js_language.d.ts"
 import typescript from "highlight.js/lib/languages/typescript";
 import {
+  bookCode,
   type BookLine,
   bookLines,
   headings,
@@ -529,7 +530,7 @@ export interface Counts {
 
 export function countsOf(outline: Outline, python: string, ts: string): Counts {
   const pairs = outline.rows.filter((r) => r.kind === "pair");
-  const code = bookLines(python).filter((l) => l.kind === "code").length;
+  const code = bookCode(python).length;
   return {
     bookLines: pythonLines(python).length,
     bookCode: code,

@@ -7,6 +7,7 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import {
+  bookCode,
   bookLines,
   headings,
   markers,
@@ -78,7 +79,7 @@ const MAX = 1;
 `;
 
 Deno.test("outline: markers pair with the book's code lines in order", () => {
-  const book = bookLines(MADE_UP_BOOK).filter((l) => l.kind === "code");
+  const book = bookCode(MADE_UP_BOOK);
   const { pairs, errors } = pairOutline(book, markers(MADE_UP_PORT));
   assertEquals(errors, []);
   assertEquals(
@@ -94,7 +95,7 @@ Deno.test("outline: markers pair with the book's code lines in order", () => {
 });
 
 Deno.test("outline: a missing, unknown or out-of-order marker is named", () => {
-  const book = bookLines(MADE_UP_BOOK).filter((l) => l.kind === "code");
+  const book = bookCode(MADE_UP_BOOK);
   const port = MADE_UP_PORT
     .replace("// book: return x\n", "") // missing
     .replace("// book: class Server(object):", "// book: class Client(object):")
@@ -169,7 +170,7 @@ for (const recipe of RECIPES) {
       `script, in order`,
     ignore: book.skip !== undefined,
     fn: () => {
-      const code = bookLines(book.text!).filter((l) => l.kind === "code");
+      const code = bookCode(book.text!);
       const { errors } = pairOutline(code, markers(port));
       assertEquals(errors.map((e) => e.message), [], `${recipe}.ts`);
     },
