@@ -298,6 +298,7 @@ export class DieselConnection {
       const n = await this.conn.read(space);
       this.reading = false;
       this.readsDone++;
+      this.turns?.readDone();
       if (n === null) {
         this.#eof = true;
       } else {
@@ -442,29 +443,48 @@ function closeQuietly(conn: Deno.Conn): void {
  *
  * So connections take turns, as clients of the book's one loop do one level
  * up. A turn runs from issuing a read to writing the last reply for what it
- * read; at most TURNS connections hold one, fewer than the budget, so every
+ * read; at most TURNS connections hold one, well under the budget, so every
  * read that is ready completes in the loop turn that finds it. The others
  * wait first come, first served. A connection whose read is still pending
  * after two sweeps of a short timer has nothing to say for now: it gives its
  * turn back and waits uncounted, so idle clients never hold up active ones.
- * With no one waiting, a read takes its turn at once and no timer runs.
+ * And when no read at all completes for two quick checks in a row, every
+ * pending read is idle: their turns all go back at once, so a new client of
+ * a server holding many idle ones is not kept waiting for the sweeps. With
+ * no one waiting, a read takes its turn at once and no timer runs.
  */
-const TURNS = 100;
+export const TURNS = 64;
 /** How often, while someone waits for a turn, idle turns are looked for. */
 const TURN_SWEEP_MS = 10;
+/** How often, while someone waits for a turn, a quiet loop is looked for. */
+const QUIET_CHECK_MS = 1;
+
+/** What `Turns` needs to know of a connection's reads. */
+export interface Reader {
+  /** Whether a read is pending now. */
+  reading: boolean;
+  /** Reads completed so far. */
+  readsDone: number;
+}
 
 export class Turns {
   /** Who holds a turn, and `readsDone` when a sweep last saw its read pending. */
-  readonly #holders = new Map<DieselConnection, number>();
+  readonly #holders = new Map<Reader, number>();
   /** Waiting for a turn, first come first: [#head, length) still waits. */
   #waiting: (() => void)[] = [];
   #head = 0;
   #sweeper?: ReturnType<typeof setInterval>;
+  #quietChecker?: ReturnType<typeof setInterval>;
+  /** Reads completed by every connection, so far. */
+  #readsDone = 0;
+  /** `#readsDone` at the last quiet check, and how many checks in a row saw it so. */
+  #readsAtCheck = 0;
+  #quietChecks = 0;
   /** After shutdown, every read goes at once (to fail on its closed connection). */
   #open = false;
 
   /** Takes a turn for `client`: at once (undefined), or a promise of it. */
-  take(client: DieselConnection): Promise<void> | undefined {
+  take(client: Reader): Promise<void> | undefined {
     const free = this.#holders.size < TURNS &&
       this.#head === this.#waiting.length;
     if (free || this.#open) {
@@ -476,13 +496,23 @@ export class Turns {
       this.#holders.set(client, -1);
       resolve();
     });
-    this.#sweeper ??= setInterval(() => this.#sweep(), TURN_SWEEP_MS);
+    if (this.#sweeper === undefined) {
+      this.#sweeper = setInterval(() => this.#sweep(), TURN_SWEEP_MS);
+      this.#readsAtCheck = this.#readsDone;
+      this.#quietChecks = 0;
+      this.#quietChecker = setInterval(() => this.#quiet(), QUIET_CHECK_MS);
+    }
     return promise;
   }
 
   /** Ends `client`'s turn, if it holds one: the next in line takes it. */
-  giveBack(client: DieselConnection): void {
+  giveBack(client: Reader): void {
     if (this.#holders.delete(client)) this.#admit();
+  }
+
+  /** Counts a completed read, by any connection (see `#quiet`). */
+  readDone(): void {
+    this.#readsDone++;
   }
 
   /** Shutdown: every waiting read goes now, and later ones at once. */
@@ -505,6 +535,8 @@ export class Turns {
       this.#head = 0;
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
+      clearInterval(this.#quietChecker);
+      this.#quietChecker = undefined;
     } else if (this.#head >= 1024 && this.#head * 2 >= this.#waiting.length) {
       // Under steady overload the line never empties: drop the ones served,
       // or the array would grow (and keep their closures) for ever.
@@ -522,6 +554,29 @@ export class Turns {
       } else {
         this.#holders.set(client, client.readsDone);
       }
+    }
+    this.#admit();
+  }
+
+  /**
+   * No read completed since the last check, twice in a row: the loop is
+   * quiet, and every pending read is idle, so their turns all go back now
+   * instead of after two sweeps. Twice, because a timer due during a long
+   * pause (a garbage collection) runs before the reads that completed
+   * meanwhile are delivered, in the same loop turn: one check could be
+   * wrong, the next cannot. Under overload reads complete all the time, and
+   * this frees nothing.
+   */
+  #quiet(): void {
+    if (this.#readsDone !== this.#readsAtCheck) {
+      this.#readsAtCheck = this.#readsDone;
+      this.#quietChecks = 0;
+      return;
+    }
+    this.#quietChecks++;
+    if (this.#quietChecks < 2) return;
+    for (const client of this.#holders.keys()) {
+      if (client.reading) this.#holders.delete(client);
     }
     this.#admit();
   }

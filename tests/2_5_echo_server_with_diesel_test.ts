@@ -86,6 +86,25 @@ Deno.test("2_5: 200 concurrent clients with 50 lines each all get their replies"
   await Promise.all(Array.from({ length: 200 }, (_, id) => talk(id)));
 });
 
+/** Clients that said one line and went quiet hold no turn for long (2_5 takes reads in turns, 64 at a time): with 100 of them open, one after another, each is answered, and so is one more. */
+Deno.test("2_5: more idle clients than turns do not hold up a new one", async () => {
+  await using server = await startRecipe(FILE);
+  const idle: TestClient[] = [];
+  try {
+    for (let id = 0; id < 100; id++) {
+      const client = await TestClient.connect(server.port);
+      idle.push(client);
+      await client.write(`idle ${id}\n`);
+      assertEquals(await client.readLine(), `You said: idle ${id}\n`);
+    }
+    await using late = await TestClient.connect(server.port);
+    await late.write("anyone there?\n");
+    assertEquals(await late.readLine(), "You said: anyone there?\n");
+  } finally {
+    for (const client of idle) await client[Symbol.asyncDispose]();
+  }
+});
+
 /** A client that sends part of a line and then waits is closed once --line-timeout has passed; a client typing whole lines meanwhile is served throughout. */
 Deno.test("2_5: a line left unfinished past --line-timeout closes that client only", async () => {
   await using server = await startRecipe(FILE, { args: ["--line-timeout=1"] });
