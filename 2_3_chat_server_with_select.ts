@@ -150,7 +150,7 @@ export class ChatServer {
     // `Deno.listen()` is socket(), bind() and listen() in one, with
     // SO_REUSEADDR set (on Unix) as the book sets it; listenOrExit() says
     // why when it cannot.
-    this.server = listenOrExit(port);
+    this.server = listenOrExit(port, trace);
     // book: print ('Server listening to port: %s ...' %port)
     console.log(`Server listening to port: ${this.server.addr.port} ...`);
     // book: self.server.listen(backlog)
@@ -1819,12 +1819,13 @@ const HUNG_UP_MID_FRAME = "hung up mid-frame";
  * The listening socket, or a line on stderr and exit 1: the permission
  * missing (and the command that has it), or why the port cannot be had.
  */
-function listenOrExit(port: number): Deno.TcpListener {
+function listenOrExit(port: number, trace?: Trace): Deno.TcpListener {
   try {
     return Deno.listen({ hostname: SERVER_HOST, port });
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) {
-      permissionError("listen on", port, [`--name=${CHAT_SERVER_NAME}`]);
+      const args = [`--name=${CHAT_SERVER_NAME}`];
+      permissionError("listen on", port, args, undefined, trace);
     }
     const why = `${SERVER_HOST}:${port}: ${(error as Error).message}`;
     console.error(`Error: cannot listen on ${why}`);
@@ -1932,9 +1933,9 @@ function previewText(text: string): string {
   return preview(encoder.encode(text.slice(0, PREVIEW_BYTES + 1)));
 }
 
-/** "1 frame", "2 frames": how a trace line counts. */
-function plural(n: number, what: string): string {
-  return `${n} ${what}${n === 1 ? "" : "s"}`;
+/** A count and its noun in good English: `1 frame`, `2 frames`. */
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 // --- Not in the book: the command line (the book's argparse) ---

@@ -521,7 +521,7 @@ Deno.test("2_3: a client gives up on a server that never answers NAME, hinting a
   );
 });
 
-/** Without network permission (Deno's prompt answered "n", or --no-prompt), the client and the server say which permission and the command that has it, exit 1; that command works. */
+/** Without network permission (Deno's prompt answered "n", or --no-prompt), the client and the server say which permission and the command that has it (with the options they were given), exit 1; that command works. */
 Deno.test("2_3: a denied network permission is named, with the command that has it", async () => {
   await using server = await startServer();
   const port = server.port;
@@ -551,12 +551,13 @@ Deno.test("2_3: a denied network permission is named, with the command that has 
     FILE,
     "--name=server",
     "--port=0",
+    "--trace",
   ]);
   assertEquals(server2.code, 1);
   assertEquals(
     server2.stderr,
     `Error: to listen on localhost:0 it needs network permission: ` +
-      `deno run --allow-net=localhost ${FILE} --name=server --port=0\n`,
+      `deno run --allow-net=localhost ${FILE} --name=server --port=0 --trace\n`,
   );
 });
 
