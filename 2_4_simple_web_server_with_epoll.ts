@@ -225,10 +225,10 @@ export class EpollServer {
     this.responses.set(fileno, response.subarray(written));
     if (this.trace) {
       const rest = response.length - written;
-      const left = rest === 0 ? "all sent" : `${count(rest, "byte")} left`;
+      const left = rest === 0 ? "all sent" : `${plural(rest, "byte")} left`;
       this.trace(
         `connection ${fileno}: EPOLLOUT, sent ${
-          count(written, "byte")
+          plural(written, "byte")
         }, ${left}`,
       );
     }
@@ -327,10 +327,10 @@ export class EpollServer {
     if ((end < 0 ? sofar : end) > MAX_REQUEST_BYTES) {
       head = `over ${MAX_REQUEST_BYTES} bytes`;
     } else if (end < 0) {
-      head = `not complete (${count(sofar, "byte")} so far)`;
+      head = `not complete (${plural(sofar, "byte")} so far)`;
     }
     this.trace(
-      `connection ${fileno}: EPOLLIN, read ${count(data.length, "byte")} ` +
+      `connection ${fileno}: EPOLLIN, read ${plural(data.length, "byte")} ` +
         `${preview(data)}, head ${head}`,
     );
   }
@@ -360,7 +360,7 @@ export class EpollServer {
       dropped += n;
     }
     this.trace?.(
-      `connection ${fileno}: dropped ${count(dropped, "more byte")}`,
+      `connection ${fileno}: dropped ${plural(dropped, "more byte")}`,
     );
   }
 
@@ -556,9 +556,9 @@ function decodeOne(bytes: Uint8Array, at: number, size: number) {
   }
 }
 
-/** "1 byte", "2 bytes": a count in good English. */
-function count(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+/** A count and its noun in good English: `1 byte`, `2 bytes`. */
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 /** An address as a URL writes it: an IPv6 one in brackets. */
