@@ -13,8 +13,8 @@
  * loop to the other clients. `EchoServer.handler` keeps the book's loop line
  * for line, and `serve()`, which `main()` calls, starts one handler per
  * connection without awaiting it. Below the book's flow come the part of diesel the handler needs
- * (`DieselConnection`), fair turns under overload, bounds and shutdown,
- * tracing and the command line. The book's script no longer runs: diesel is
+ * (`DieselConnection`) and the reply buffers it shares, fair turns under
+ * overload, bounds and shutdown, tracing and the command line. The book's script no longer runs: diesel is
  * Python 2 only.
  *
  * Fixed from the book:
@@ -83,7 +83,7 @@ export class EchoServer {
           break;
         }
         this.trace?.(
-          `${who}: until_eol() read ${count(message.length, "byte")} ` +
+          `${who}: until_eol() read ${plural(message.length, "byte")} ` +
             preview(message),
         );
         // book: your_message = ': '.join(['You said', message])
@@ -91,7 +91,7 @@ export class EchoServer {
         await client.send(YOU_SAID, message);
         const size = YOU_SAID.length + message.length;
         this.trace?.(
-          `${who}: send() wrote ${count(size, "byte")} ` +
+          `${who}: send() wrote ${plural(size, "byte")} ` +
             preview(YOU_SAID, message),
         );
       }
@@ -429,6 +429,23 @@ function closeQuietly(conn: Deno.Conn): void {
     // already closed
   }
 }
+
+// --- Not in the book: reply buffers from a shared pool (memory) ---
+
+/** Replies up to this size are assembled in a buffer borrowed from the pool. */
+const REPLY_BUFFER_BYTES = 4 * 1024;
+/** How many free reply buffers the pool keeps for the next replies. */
+const REPLY_POOL_SIZE = 64;
+
+/**
+ * Reply buffers shared by every connection: `send()` takes one, writes from
+ * it, and gives it back, so an idle connection holds no reply buffer (10,000
+ * idle connections would otherwise hold 10,000 of them), and no buffer is
+ * allocated per reply either. With the small idle read buffer, this is why
+ * the benchmark's 10,000 held-open connections cost about 9 to 11 KB each
+ * (the README has the figures).
+ */
+const replyPool: Uint8Array[] = [];
 
 // --- Not in the book: fair turns under overload ---
 /**
@@ -792,9 +809,9 @@ function printableAt(
   return { text, bytes: length };
 }
 
-/** "1 byte", "14 bytes": a count in good English. */
-function count(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+/** A count and its noun in good English: `1 byte`, `14 bytes`. */
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 // --- Not in the book: the command line ---
@@ -880,23 +897,6 @@ function netPermission(host: string): string {
   if (host.includes(":")) return `[${host}]`; // an IPv6 address
   return host;
 }
-
-// --- Not in the book: reply buffers from a shared pool (memory) ---
-
-/** Replies up to this size are assembled in a buffer borrowed from the pool. */
-const REPLY_BUFFER_BYTES = 4 * 1024;
-/** How many free reply buffers the pool keeps for the next replies. */
-const REPLY_POOL_SIZE = 64;
-
-/**
- * Reply buffers shared by every connection: `send()` takes one, writes from
- * it, and gives it back, so an idle connection holds no reply buffer (10,000
- * idle connections would otherwise hold 10,000 of them), and no buffer is
- * allocated per reply either. With the small idle read buffer, this is why
- * the benchmark's 10,000 held-open connections cost about 9 to 11 KB each
- * (the README has the figures).
- */
-const replyPool: Uint8Array[] = [];
 
 // book: if __name__ == '__main__':
 if (import.meta.main) {
