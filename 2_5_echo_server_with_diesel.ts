@@ -100,6 +100,9 @@ export class EchoServer {
       // The book's loop printed the exception and tried again, for ever. Here
       // the handler ends, and the line below says why (farewell()).
     } catch (error) {
+      // The farewell's reads and writes are not the book's loop: they take
+      // no turn, and this connection's turn goes to the next in line now.
+      client.endTurn();
       farewell = await this.farewell(error as Error, client);
     } finally {
       client.close();
@@ -250,8 +253,8 @@ export class DieselConnection {
    */
   partialSince: number | undefined;
 
-  /** Reads completed so far: the turn sweep tells an idle read by it. */
-  readsDone = 0;
+  /** Reads and writes completed so far: the turn sweep tells a stalled turn by it. */
+  progress = 0;
   /** Whether a read is pending now. */
   reading = false;
 
@@ -297,8 +300,8 @@ export class DieselConnection {
       this.reading = true;
       const n = await this.conn.read(space);
       this.reading = false;
-      this.readsDone++;
-      this.turns?.readDone();
+      this.progress++;
+      this.turns?.countRead();
       if (n === null) {
         this.#eof = true;
       } else {
@@ -322,9 +325,14 @@ export class DieselConnection {
     return this.turns.take(this);
   }
 
-  /** The handler's end: its turn, if it holds one, goes to the next in line. */
-  close(): void {
+  /** Not in diesel: this connection's turn, if it holds one, goes to the next in line. */
+  endTurn(): void {
     this.turns?.giveBack(this);
+  }
+
+  /** The handler's end: its turn goes, and so does the connection. */
+  close(): void {
+    this.endTurn();
     closeQuietly(this.conn);
   }
 
@@ -409,6 +417,7 @@ export class DieselConnection {
       let data = buffer.subarray(0, length);
       while (data.length > 0) {
         const written = await this.conn.write(data);
+        this.progress++;
         data = data.subarray(written);
       }
     } finally {
@@ -460,42 +469,50 @@ const replyPool: Uint8Array[] = [];
  *
  * So connections take turns, as clients of the book's one loop do one level
  * up. A turn runs from issuing a read to writing the last reply for what it
- * read; at most TURNS connections hold one, well under the budget, so every
- * read that is ready completes in the loop turn that finds it. The others
- * wait first come, first served. A connection whose read is still pending
- * after two sweeps of a short timer has nothing to say for now: it gives its
- * turn back and waits uncounted, so idle clients never hold up active ones.
- * And when no read at all completes for two quick checks in a row, every
- * pending read is idle: their turns all go back at once, so a new client of
- * a server holding many idle ones is not kept waiting for the sweeps. With
- * no one waiting, a read takes its turn at once and no timer runs.
+ * read; at most TURNS connections hold one, well under the budget, so a read
+ * that is ready completes in the loop turn that finds it. The others wait
+ * first come, first served. A turn that makes no progress (no read or write
+ * completes) between two sweeps of a short timer goes back: its read waits
+ * for a client with nothing to say for now, or its write for a client that
+ * does not read. That connection waits on, uncounted, so idle and stuck
+ * clients never hold up active ones. And when no read at all completes for
+ * two quick checks in a row, every pending read is idle: those turns all go
+ * back at once, so a new client of a server holding many idle ones is not
+ * kept waiting for the sweeps. With no one waiting, a read takes its turn at
+ * once and no timer runs.
+ *
+ * The uncounted reads still count against the budget when they complete: if
+ * more than the budget's worth of idle clients spoke in the same instant,
+ * some would wait a round again, once.
  */
 export const TURNS = 64;
-/** How often, while someone waits for a turn, idle turns are looked for. */
+/** How often, while someone waits for a turn, stalled turns are looked for. */
 const TURN_SWEEP_MS = 10;
 /** How often, while someone waits for a turn, a quiet loop is looked for. */
 const QUIET_CHECK_MS = 1;
 
-/** What `Turns` needs to know of a connection's reads. */
+/** What `Turns` needs to know of a connection. */
 export interface Reader {
   /** Whether a read is pending now. */
   reading: boolean;
-  /** Reads completed so far. */
-  readsDone: number;
+  /** Reads and writes completed so far. */
+  progress: number;
 }
 
 export class Turns {
-  /** Who holds a turn, and `readsDone` when a sweep last saw its read pending. */
+  /** Who holds a turn, and its `progress` when a sweep last saw it. */
   readonly #holders = new Map<Reader, number>();
   /** Waiting for a turn, first come first: [#head, length) still waits. */
   #waiting: (() => void)[] = [];
   #head = 0;
   #sweeper?: ReturnType<typeof setInterval>;
   #quietChecker?: ReturnType<typeof setInterval>;
-  /** Reads completed by every connection, so far. */
-  #readsDone = 0;
-  /** `#readsDone` at the last quiet check, and how many checks in a row saw it so. */
+  /** Reads completed by all connections together, so far. */
+  #readsByAll = 0;
+  /** `#readsByAll` at the last quiet check, and when that check ran. */
   #readsAtCheck = 0;
+  #checkedAt = 0;
+  /** How many quiet checks in a row, each on time, saw no read complete. */
   #quietChecks = 0;
   /** After shutdown, every read goes at once (to fail on its closed connection). */
   #open = false;
@@ -515,7 +532,8 @@ export class Turns {
     });
     if (this.#sweeper === undefined) {
       this.#sweeper = setInterval(() => this.#sweep(), TURN_SWEEP_MS);
-      this.#readsAtCheck = this.#readsDone;
+      this.#readsAtCheck = this.#readsByAll;
+      this.#checkedAt = performance.now();
       this.#quietChecks = 0;
       this.#quietChecker = setInterval(() => this.#quiet(), QUIET_CHECK_MS);
     }
@@ -527,9 +545,9 @@ export class Turns {
     if (this.#holders.delete(client)) this.#admit();
   }
 
-  /** Counts a completed read, by any connection (see `#quiet`). */
-  readDone(): void {
-    this.#readsDone++;
+  /** Counts a read completed, by any connection (see `#quiet`). */
+  countRead(): void {
+    this.#readsByAll++;
   }
 
   /** Shutdown: every waiting read goes now, and later ones at once. */
@@ -562,31 +580,34 @@ export class Turns {
     }
   }
 
-  /** A read pending at two sweeps in a row is idle: its turn goes back. */
+  /** A turn with no progress between two sweeps in a row goes back. */
   #sweep(): void {
     for (const [client, seen] of this.#holders) {
-      if (!client.reading) continue;
-      if (seen === client.readsDone) {
+      if (seen === client.progress) {
         this.#holders.delete(client);
       } else {
-        this.#holders.set(client, client.readsDone);
+        this.#holders.set(client, client.progress);
       }
     }
     this.#admit();
   }
 
   /**
-   * No read completed since the last check, twice in a row: the loop is
-   * quiet, and every pending read is idle, so their turns all go back now
-   * instead of after two sweeps. Twice, because a timer due during a long
-   * pause (a garbage collection) runs before the reads that completed
-   * meanwhile are delivered, in the same loop turn: one check could be
-   * wrong, the next cannot. Under overload reads complete all the time, and
+   * No read completed since the last check, for two checks in a row: the
+   * loop is quiet, and every pending read is idle, so their turns all go
+   * back now instead of after two sweeps. A check that runs late came after
+   * a pause (a garbage collection, a long loop turn), and a timer due
+   * during a pause runs before the reads that completed meanwhile are
+   * delivered, in the same loop turn: such a check cannot tell, and the
+   * count starts again. Under overload reads complete all the time, and
    * this frees nothing.
    */
   #quiet(): void {
-    if (this.#readsDone !== this.#readsAtCheck) {
-      this.#readsAtCheck = this.#readsDone;
+    const now = performance.now();
+    const late = now - this.#checkedAt > 3 * QUIET_CHECK_MS;
+    this.#checkedAt = now;
+    if (late || this.#readsByAll !== this.#readsAtCheck) {
+      this.#readsAtCheck = this.#readsByAll;
       this.#quietChecks = 0;
       return;
     }
