@@ -6,13 +6,13 @@ import {
   DENO,
   have,
   HEADLESS_CHROMIUM,
-  Recipe,
   run,
   servedAfterResets,
   startRecipe,
   startTask,
   TestClient,
   withDeadline,
+  withStderrJoined,
 } from "./harness.ts";
 
 const FILE = "2_4_simple_web_server_with_epoll.ts";
@@ -452,21 +452,12 @@ if (!have("chromium")) {
   console.warn("skipping the Chromium test: chromium is not installed");
 }
 
-/**
- * Runs its arguments with stderr joined to stdout, as a terminal shows both:
- * one stream, in the order the process wrote them.
- */
-const JOINED =
-  "import os, sys; os.dup2(1, 2); os.execvp(sys.argv[1], sys.argv[1:])";
-
 /** As on a terminal (stdout and stderr one stream): the head prints in the EPOLLIN branch, before that connection's EPOLLOUT and EPOLLHUP lines, as in the book; counts of one say "1 byte". */
 Deno.test({
   name: "2_4: --trace on a terminal: each head before its EPOLLOUT line",
   ignore: !have("python3"),
   async fn() {
-    await using server = new Recipe(FILE, [
-      "-c",
-      JOINED,
+    await using server = withStderrJoined(FILE, [
       DENO,
       "run",
       "--quiet",
@@ -474,7 +465,7 @@ Deno.test({
       FILE,
       "--trace",
       "--port=0",
-    ], "python3");
+    ]);
     const port = Number((await server.waitFor(/Listening on \S+:(\d+)/))[1]);
     await using client = await TestClient.connect(port);
     await client.write("G");

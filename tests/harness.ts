@@ -463,6 +463,19 @@ export class Recipe implements AsyncDisposable {
 }
 
 /**
+ * Runs `command` (a program and its arguments) with its stderr joined to its
+ * stdout, as a terminal shows both: one stream, in the order the process
+ * wrote them. Deno gives a child separate pipes, so python3 does the
+ * joining (`dup2`) and then becomes the command. `file` names it in
+ * failure messages.
+ */
+export function withStderrJoined(file: string, command: string[]): Recipe {
+  const join =
+    "import os, sys; os.dup2(1, 2); os.execvp(sys.argv[1], sys.argv[1:])";
+  return new Recipe(file, ["-c", join, ...command], "python3");
+}
+
+/**
  * Starts `file` (relative to the repository root) and waits for its ready
  * line. On a timeout or an early exit it fails with the child's output.
  */

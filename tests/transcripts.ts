@@ -17,6 +17,7 @@ import {
   run,
   startRecipe,
   TestClient,
+  withStderrJoined,
 } from "./harness.ts";
 
 /**
@@ -171,11 +172,7 @@ async function epollSession(): Promise<string> {
  */
 async function epollTraceSession(): Promise<string> {
   const file = "2_4_simple_web_server_with_epoll.ts";
-  const joined =
-    "import os, sys; os.dup2(1, 2); os.execvp(sys.argv[1], sys.argv[1:])";
-  await using server = new Recipe(file, [
-    "-c",
-    joined,
+  await using server = withStderrJoined(file, [
     "deno",
     "run",
     "--quiet",
@@ -183,7 +180,7 @@ async function epollTraceSession(): Promise<string> {
     file,
     "--trace",
     "--port=0",
-  ], "python3");
+  ]);
   const port = Number((await server.waitFor(/Listening on \S+:(\d+)/))[1]);
   const url = `http://localhost:${port}/`;
   await run("curl", ["-sS", "--max-time", "10", url]);
