@@ -540,13 +540,14 @@ export interface RunResult {
 
 /**
  * Runs any program (`DENO` with a recipe, or a peer such as nc or curl) to
- * its end with `input` on stdin. At the deadline it kills the program and
- * fails with what it printed until then.
+ * its end with `input` on stdin and `env` added to this process's
+ * environment. At the deadline it kills the program and fails with what it
+ * printed until then.
  */
 export async function run(
   program: string,
   args: string[],
-  { input = "", ms = DEFAULT_TIMEOUT_MS } = {},
+  { input = "", ms = DEFAULT_TIMEOUT_MS, env = {} } = {},
 ): Promise<RunResult> {
   const child = new Deno.Command(program, {
     args,
@@ -554,7 +555,7 @@ export async function run(
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).spawn();
   // Read the output while writing the input, both inside the deadline: a
   // program that prints much before it reads must not block the write.

@@ -28,12 +28,12 @@ import {
   writePages,
 } from "../side_by_side/side_by_side.ts";
 import {
+  DENO,
   have,
   HEADLESS_CHROMIUM,
   readBookScript,
   ROOT,
   run,
-  withDeadline,
 } from "./harness.ts";
 
 const MADE_UP_BOOK = `#!/usr/bin/env python
@@ -343,25 +343,11 @@ Deno.test("side by side: BOOK_DIR unset or missing a script is one line naming t
 });
 
 /** `deno task -q side-by-side` with BOOK_DIR as given: its exit and output. */
-async function sideBySideTask(bookDir: string) {
-  const output = await withDeadline(
-    new Deno.Command("deno", {
-      args: ["task", "-q", "side-by-side"],
-      cwd: ROOT,
-      env: { BOOK_DIR: bookDir, NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(60_000),
-    }).output(),
-    60_000,
-    "deno task side-by-side",
-  );
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+function sideBySideTask(bookDir: string) {
+  return run(DENO, ["task", "-q", "side-by-side"], {
+    env: { BOOK_DIR: bookDir },
+    ms: 60_000,
+  });
 }
 
 Deno.test("side by side: the task, with BOOK_DIR empty or wrong, prints one line and exits 1", async () => {
