@@ -68,7 +68,7 @@ export class EpollServer {
   readonly requests = new Map<number, Uint8Array>();
   readonly responses = new Map<number, Uint8Array>();
   // Not in the book: the head deadlines and the 431s (sections below).
-  readonly deadlines = new Deadlines();
+  readonly deadlines: Deadlines;
   readonly rejected = new Set<number>();
   #lastFileno = 0;
   #shuttingDown = false;
@@ -93,6 +93,8 @@ export class EpollServer {
     // Deno.listen does all five, SO_REUSEADDR included; every Deno socket
     // is non-blocking, and Deno's event loop is what watches it.
     this.sock = Deno.listen({ hostname: host, port });
+    // Not in the book: each head's deadline (--header-timeout), swept in run().
+    this.deadlines = new Deadlines(timeout * 1000);
     // book: self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     // Deno sets socket options on a connection only: run() sets it on each.
     // book: print ("Started Epoll Server")
@@ -108,9 +110,8 @@ export class EpollServer {
     // The book's `finally:` is shutdown() below, called on SIGINT/SIGTERM.
     // book: connections = {}; requests = {}; responses = {}
     // (the fields above)
-    this.deadlines.start(
-      this.timeout * 1000,
-      (fileno) => closeQuietly(this.connections.get(fileno)!),
+    this.deadlines.start((fileno) =>
+      closeQuietly(this.connections.get(fileno)!)
     );
     // book: while True:
     while (!this.#shuttingDown) {
@@ -442,22 +443,23 @@ const HEAD_TIMEOUT = 10; // seconds, --header-timeout's default
  */
 class Deadlines {
   #at = new Map<number, number>();
-  #timeoutMs = HEAD_TIMEOUT * 1000;
   #sweeper?: ReturnType<typeof setInterval>;
+
+  /** `timeoutMs`: how long after its connection a head may take to arrive. */
+  constructor(readonly timeoutMs: number) {}
 
   /**
    * Starts the sweep, which calls `close` for each connection past its
    * deadline; a close comes at most a quarter of the timeout late.
    */
-  start(timeoutMs: number, close: (fileno: number) => void): void {
-    this.#timeoutMs = timeoutMs;
+  start(close: (fileno: number) => void): void {
     this.#sweeper = setInterval(() => {
       const now = Date.now();
       for (const [fileno, deadline] of this.#at) {
         if (deadline > now) break;
         close(fileno);
       }
-    }, Math.min(timeoutMs / 4, 1000));
+    }, Math.min(this.timeoutMs / 4, 1000));
   }
 
   stop(): void {
@@ -465,7 +467,7 @@ class Deadlines {
   }
 
   set(fileno: number): void {
-    this.#at.set(fileno, Date.now() + this.#timeoutMs);
+    this.#at.set(fileno, Date.now() + this.timeoutMs);
   }
 
   delete(fileno: number): void {
