@@ -197,8 +197,15 @@ export class EpollServer {
       // book: if EOL1 in requests[fileno] or EOL2 in requests[fileno]:
       // headEnd() says where, searching only from the new bytes on.
       const end = headEnd(request, Math.max(old.length - 2, 0));
-      this.#traceRead(fileno, chunk.subarray(0, n), request.length, end);
-      if (isTooLarge(request, end)) return this.#reject(fileno);
+      const tooLarge = isTooLarge(request, end);
+      this.#traceRead(
+        fileno,
+        chunk.subarray(0, n),
+        request.length,
+        end,
+        tooLarge,
+      );
+      if (tooLarge) return this.#reject(fileno);
       if (end < 0) {
         // Keep what came; a first piece still lies in the chunk that is
         // about to be reused, so it is copied out.
@@ -322,10 +329,16 @@ export class EpollServer {
   }
 
   /** The EPOLLIN trace line: what was read, and whether the head is complete. */
-  #traceRead(fileno: number, data: Uint8Array, sofar: number, end: number) {
+  #traceRead(
+    fileno: number,
+    data: Uint8Array,
+    sofar: number,
+    end: number,
+    tooLarge: boolean,
+  ) {
     if (!this.trace) return;
     let head = "complete";
-    if ((end < 0 ? sofar : end) > MAX_REQUEST_BYTES) {
+    if (tooLarge) {
       head = `over ${MAX_REQUEST_BYTES} bytes`;
     } else if (end < 0) {
       head = `not complete (${plural(sofar, "byte")} so far)`;
