@@ -542,7 +542,7 @@ export class ChatClient {
         }
         const data = event.line.trim();
         // book: if data: send(self.sock, data)
-        this.#sendLine(data, event.cut);
+        this.#sendLine(data, event.unterminated);
         // book: elif sock == self.sock:
       } else if (event.source === "client") {
         // book: data = receive(self.sock)
@@ -584,11 +584,12 @@ export class ChatClient {
 
   /**
    * The book's `if data: send(self.sock, data)`, with a bound: a line too
-   * long for one frame is refused with a line on stdout, and not sent. `cut`:
-   * the line had no newline (text typed, then Ctrl-D), so the terminal's
-   * cursor is still after it, and what comes next starts a line of its own.
+   * long for one frame is refused with a line on stdout, and not sent.
+   * `unterminated`: the line had no newline (text typed, then Ctrl-D), so the
+   * terminal's cursor is still after it, and what comes next starts a line
+   * of its own.
    */
-  #sendLine(line: string, cut = false): void {
+  #sendLine(line: string, unterminated = false): void {
     const wire = this.channel.wire!;
     const bytes = encodeFrame(line, wire);
     const tooLong = bytes.length > HEADER_BYTES[wire] + MAX_FRAME_BYTES;
@@ -608,7 +609,7 @@ export class ChatClient {
     } else if (line) {
       this.channel.send(bytes);
     }
-    if (cut && Deno.stdin.isTerminal()) console.log();
+    if (unterminated && Deno.stdin.isTerminal()) console.log();
   }
 
   /**
@@ -1496,8 +1497,8 @@ function closeQuietly(conn: Deno.Conn): void {
 /** What a loop waits on: the book's `inputs`, as events. */
 type Event =
   | { source: "server"; conn: Deno.TcpConn }
-  // line null: the end of stdin; cut: a last line that had no newline
-  | { source: "stdin"; line: string | null; cut?: boolean }
+  // line null: the end of stdin; unterminated: a last line with no newline
+  | { source: "stdin"; line: string | null; unterminated?: boolean }
   | { source: "signal"; signal: Deno.Signal }
   // data null: the connection is gone; bytes: the size of data's frames
   | {
@@ -1607,7 +1608,7 @@ async function* stdinLines(who: "server" | "client"): AsyncGenerator<Event> {
   const chunk = new Uint8Array(STDIN_READ_BYTES);
   const text = new TextDecoder(); // stream: true keeps a character cut in two
   let pending = "";
-  let cut = false; // past MAX_LINE_CHARS: dropping the rest of this line
+  let dropping = false; // past MAX_LINE_CHARS: the rest of this line is dropped
   while (true) {
     let n: number | null;
     try {
@@ -1626,21 +1627,23 @@ async function* stdinLines(who: "server" | "client"): AsyncGenerator<Event> {
     let rest = text.decode(chunk.subarray(0, n), { stream: true });
     let end = rest.indexOf("\n");
     while (end >= 0) {
-      if (!cut) pending += rest.slice(0, end);
+      if (!dropping) pending += rest.slice(0, end);
       yield { source: "stdin", line: pending.slice(0, MAX_LINE_CHARS) };
       pending = "";
-      cut = false;
+      dropping = false;
       rest = rest.slice(end + 1);
       end = rest.indexOf("\n");
     }
-    if (!cut) pending += rest;
+    if (!dropping) pending += rest;
     if (pending.length > MAX_LINE_CHARS) {
       pending = pending.slice(0, MAX_LINE_CHARS);
-      cut = true;
+      dropping = true;
     }
   }
-  if (!cut) pending += text.decode(); // the end of a character cut in two
-  if (pending !== "") yield { source: "stdin", line: pending, cut: true };
+  if (!dropping) pending += text.decode(); // the end of a character cut in two
+  if (pending !== "") {
+    yield { source: "stdin", line: pending, unterminated: true };
+  }
   yield { source: "stdin", line: null };
 }
 
