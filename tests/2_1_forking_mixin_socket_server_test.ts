@@ -5,12 +5,14 @@ import {
   assertNotEquals,
 } from "@std/assert";
 import {
+  addressCases,
   assertArgparse,
   assertCtrlCUnderTask,
   assertPortInUse,
   bookScript,
   DENO,
   have,
+  pluralCases,
   previewCases,
   resetAfterSending,
   run,
@@ -373,20 +375,18 @@ Deno.test("2_1: one handler at shutdown is 'killing 1 handler'", async () => {
   assert(await client.closedByPeer());
 });
 
+/** Counts in good English (the harness's pluralCases). */
 Deno.test("2_1: plural() counts in good English", () => {
-  assertEquals(
-    [0, 1, 2].map((n) => plural(n, "byte")),
-    ["0 bytes", "1 byte", "2 bytes"],
-  );
+  for (const [count, noun, text] of pluralCases()) {
+    assertEquals(plural(count, noun), text);
+  }
 });
 
-/** An IPv6 address is printed in brackets beside its port, as in a URL. */
+/** An IPv6 address is printed in brackets beside its port, as in a URL (the harness's addressCases). */
 Deno.test("2_1: address() brackets IPv6 and leaves IPv4 as the book prints it", () => {
-  const at = (hostname: string) =>
-    address({ transport: "tcp", hostname, port: 8800 });
-  assertEquals(at("127.0.0.1"), "127.0.0.1:8800");
-  assertEquals(at("::1"), "[::1]:8800");
-  assertEquals(at("fe80::1%eth0"), "[fe80::1%eth0]:8800");
+  for (const [hostname, text] of addressCases()) {
+    assertEquals(address({ transport: "tcp", hostname, port: 8800 }), text);
+  }
 });
 
 /** A trace preview shows printable UTF-8 as text and escapes the rest (the harness's previewCases). */

@@ -53,6 +53,14 @@ function freePort(): number {
   return port;
 }
 
+/** The book's server, returned once it listens on `port`. */
+function bookServer(port: number): Promise<Recipe> {
+  return startBook(
+    ["--name=server", `--port=${port}`],
+    /Server listening to port: \d+ \.\.\.\n/,
+  );
+}
+
 /** The book's client, returned once its prompt shows the handshake done. */
 async function bookClient(port: number, name: string): Promise<Recipe> {
   const client = await startBook(
@@ -128,10 +136,7 @@ Deno.test({
   ignore: book.skip !== undefined,
   async fn() {
     const port = freePort();
-    await using server = await startBook(
-      ["--name=server", `--port=${port}`],
-      /Server listening to port: \d+ \.\.\.\n/,
-    );
+    await using server = await bookServer(port);
     await using d1 = await denoClient(port, "deno1", "book");
     await using d2 = await denoClient(port, "deno2", "book");
     await d1.waitFor("\n(Connected: New client (2) from deno2@127.0.0.1)\n");
@@ -275,10 +280,7 @@ Deno.test({
   ignore: book.skip !== undefined,
   async fn() {
     const port = freePort();
-    await using server = await startBook(
-      ["--name=server", `--port=${port}`],
-      /Server listening to port: \d+ \.\.\.\n/,
-    );
+    await using server = await bookServer(port);
     await using client = await startRecipe(FILE, {
       args: ["--name=client1", `--port=${port}`],
       ready: /Now connected to chat server@ port \d+\n/,

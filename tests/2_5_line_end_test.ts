@@ -11,7 +11,7 @@ import {
   lineEnd,
   preview,
 } from "../2_5_echo_server_with_diesel.ts";
-import { previewCases } from "./harness.ts";
+import { addressCases, previewCases } from "./harness.ts";
 
 const encoder = new TextEncoder();
 const bytes = (text: string) => encoder.encode(text);
@@ -89,6 +89,9 @@ Deno.test("2_5 preview: printable UTF-8 as text, the rest escaped", () => {
 });
 
 Deno.test("2_5 hostPort: an IPv6 address in brackets, IPv4 as the book", () => {
+  for (const [host, text] of addressCases()) {
+    assertEquals(hostPort(host, 8800), text);
+  }
   assertEquals(hostPort("::1", 9131), "[::1]:9131");
   assertEquals(hostPort("127.0.0.1", 9131), "127.0.0.1:9131");
   assertEquals(hostPort("localhost", 1), "localhost:1");

@@ -111,6 +111,28 @@ export function bookScript(
   return found ? { path } : { skip: `${path} does not exist (BOOK_DIR)` };
 }
 
+/** How every recipe counts in its lines: `plural(count, noun)` and what it gives. */
+export function pluralCases(): [number, string, string][] {
+  return [[0, "byte", "0 bytes"], [1, "byte", "1 byte"], [
+    2,
+    "byte",
+    "2 bytes",
+  ]];
+}
+
+/**
+ * An address beside its port as every recipe prints it: IPv4 as the book
+ * does, IPv6 in brackets as in a URL (its own colons would run into the
+ * port's). Port 8800 throughout.
+ */
+export function addressCases(): [string, string][] {
+  return [
+    ["127.0.0.1", "127.0.0.1:8800"],
+    ["::1", "[::1]:8800"],
+    ["fe80::1%eth0", "[fe80::1%eth0]:8800"],
+  ];
+}
+
 /**
  * What a recipe's trace `preview()` must show for some client bytes: valid,
  * printable UTF-8 as text (Korean included), and escaped what could be
