@@ -253,9 +253,9 @@ export class DieselConnection {
    */
   partialSince: number | undefined;
 
-  /** Reads and writes completed so far: the turn sweep tells a stalled turn by it. */
+  /** Not in diesel: reads and writes completed so far (see `Turns`). */
   progress = 0;
-  /** Whether a read is pending now. */
+  /** Not in diesel: whether a read is pending now (see `Turns`). */
   reading = false;
 
   /** `turns`, when given, makes each read wait for a turn (see `Turns`). */
